@@ -1,0 +1,3 @@
+"""iptraf-mp: IPTraf's IP traffic monitor for multi-interface routers on many cores."""
+
+__version__ = "0.1.0"

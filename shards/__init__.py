@@ -1,0 +1,1 @@
+"""Worker shards and their protocol."""

@@ -1,0 +1,1 @@
+"""SQLite flow store: schema, checkpoints, queries."""
