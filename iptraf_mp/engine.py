@@ -1,0 +1,127 @@
+"""The flow engine: decoded packets in, the TCP table, the lower window and the summary out.
+
+The functional core of iptraf-mp. It does no I/O and reads no clock: the packet timestamp is
+the clock (made monotonic, since captures from several interfaces interleave), so replaying
+a capture always gives the same result, in one process or spread over shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .model import K_ICMP, K_NON_IP, K_OTHER_IP, K_TCP, K_UDP, Decoded
+from .othertable import OtherTable
+from .tcptable import TcpTable
+
+
+@dataclass(slots=True)
+class Counter:
+    packets: int = 0
+    bytes: int = 0
+
+
+@dataclass(slots=True)
+class Summary:
+    """Rule 14. Every frame lands in exactly one of ip (by protocol) or non_ip."""
+
+    frames: int = 0
+    ip: Counter = field(default_factory=Counter)
+    tcp: Counter = field(default_factory=Counter)
+    udp: Counter = field(default_factory=Counter)
+    icmp: Counter = field(default_factory=Counter)
+    other_ip: Counter = field(default_factory=Counter)
+    non_ip: Counter = field(default_factory=Counter)
+    malformed: int = 0
+
+    def to_json(self) -> dict:
+        def c(x: Counter) -> dict:
+            return {"packets": x.packets, "bytes": x.bytes}
+
+        return {"type": "summary", "frames": self.frames, "ip": c(self.ip), "tcp": c(self.tcp),
+                "udp": c(self.udp), "icmp": c(self.icmp), "other_ip": c(self.other_ip),
+                "non_ip": c(self.non_ip), "malformed": self.malformed}
+
+    def merge(self, other: Summary) -> None:
+        self.frames += other.frames
+        self.malformed += other.malformed
+        for name in ("ip", "tcp", "udp", "icmp", "other_ip", "non_ip"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            mine.packets += theirs.packets
+            mine.bytes += theirs.bytes
+
+
+@dataclass(slots=True)
+class Settings:
+    """What changes results (recorded in pcapng comments and session rows)."""
+
+    tcp_timeout: float = 900.0  # rule 7, seconds
+    persistence: float = 0.0  # rule 9, seconds between automatic flushes; 0 = off
+    lower_lines: int = 512  # rule 13
+    log_events: bool = False  # collect rule 20 events and lines for a log file
+
+
+class Engine:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = s = settings or Settings()
+        self.tcp = TcpTable(timeout=s.tcp_timeout, log_events=s.log_events)
+        self.other = OtherTable(max_lines=s.lower_lines, keep_new=s.log_events)
+        self.summary = Summary()
+        self.now = 0.0  # monotonic packet clock
+        self.started: float | None = None
+        self._next_tick = 0.0
+        self._next_flush = 0.0
+
+    def feed(self, ts: float, iface: str, d: Decoded, frame_no: int) -> None:
+        """Account one decoded frame. `frame_no` names any pair this frame creates."""
+        if ts > self.now:
+            self.now = ts
+            if ts >= self._next_tick:
+                self._tick(ts)
+        elif self.started is None:
+            self._tick(ts)
+        s = self.summary
+        s.frames += 1
+        kind = d.kind
+        n = d.iplen
+        if kind == K_TCP:
+            c = s.tcp
+        elif kind == K_UDP:
+            c = s.udp
+        elif kind == K_ICMP:
+            c = s.icmp
+        elif kind == K_OTHER_IP:
+            c = s.other_ip
+        else:
+            c = s.non_ip
+        c.packets += 1
+        c.bytes += n
+        if kind != K_NON_IP:
+            s.ip.packets += 1
+            s.ip.bytes += n
+        if d.malformed:
+            s.malformed += 1
+            return  # counted by what could be read; its fields are not trusted (rule 18)
+        if kind == K_TCP:
+            self.tcp.packet(ts, iface, d, frame_no)
+            return
+        if kind == K_ICMP and d.info is not None and d.info[2] is not None:
+            itype = d.info[0]
+            if (itype == 3 and d.ipver == 4) or (itype == 1 and d.ipver == 6):
+                self.tcp.icmp_unreachable(ts, iface, d.info[2])
+        self.other.packet(ts, iface, d)
+
+    def _tick(self, now: float) -> None:
+        if self.started is None:
+            self.started = now
+            if self.settings.persistence > 0:
+                self._next_flush = now + self.settings.persistence
+        self._next_tick = float(int(now) + 1)
+        self.tcp.tick(now)
+        self.other.tick(now)
+        if self.settings.persistence > 0 and now >= self._next_flush:
+            self.tcp.flush()
+            self._next_flush = now + self.settings.persistence
+
+    def flush(self) -> int:
+        """The F key (rule 9)."""
+        return self.tcp.flush()

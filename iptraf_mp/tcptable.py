@@ -1,0 +1,345 @@
+"""IPTraf's TCP connection table (DECISIONS.md rules 1-12), as a pure state machine.
+
+No I/O and no wall clock: every method takes the packet timestamp, so a replay is
+deterministic. A connection is a *pair* of direction entries; the table keeps them in screen
+order (`slots`), reuses the slot of the oldest closed pair for a new one (rule 8), and hands
+pairs that leave the table (reuse, flush) to `retired` for the caller to write out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .model import (
+    FRAG_FIRST,
+    FRAG_LATER,
+    TH_ACK,
+    TH_FIN,
+    TH_RST,
+    TH_SYN,
+    Decoded,
+    fmt_flags,
+)
+
+# How a pair ended (the store's "how it ended"); OPEN while it has not.
+END_OPEN = "OPEN"
+END_FIN = "FIN"
+END_RESET = "RESET"
+END_ICMP = "ICMP"
+END_TIMEOUT = "TIMEOUT"
+
+FRAG_TABLE_MAX = 8192  # datagrams awaiting their later fragments; oldest forgotten first
+FRAG_MAX_AGE = 60.0  # seconds, as a reassembly timeout would
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One direction of a connection: what `src:sport` sent to `dst:dport`."""
+
+    src: bytes
+    sport: int
+    dst: bytes
+    dport: int
+    packets: int = 0
+    bytes: int = 0
+    last_size: int = 0
+    window: int = 0
+    flags: int = 0  # of the most recent packet in this direction (rule 5)
+    smac: bytes | None = None
+    finsent: int = 0  # 0 none, 1 FIN sent (DONE), 2 FIN acknowledged (CLOSED)
+    finack: int = 0  # the FIN's ack number; the peer's seq equal to it acknowledges the FIN
+    reset: bool = False
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
+class Pair:
+    id: int
+    iface: str
+    a: Entry  # the direction seen first
+    b: Entry
+    partial: bool  # rule 3: created by a packet that was not a SYN
+    first_seen: float
+    last_seen: float
+    slot: int = 0
+    closed: bool = False  # on the closed list: reusable and flushable
+    timed_out: bool = False
+    end: str = END_OPEN
+    lru_sec: int = 0
+
+
+def entry_state(pair: Pair, e: Entry) -> str:
+    """The state word of rule 5, or ACTIVE when the flags are shown."""
+    if e.reset:
+        return "RESET"
+    if pair.timed_out:
+        return "TIMEOUT"
+    if e.finsent == 2:
+        return "CLOSED"
+    if e.finsent == 1:
+        return "DONE"
+    return "ACTIVE"
+
+
+def flag_column(pair: Pair, e: Entry) -> str:
+    st = entry_state(pair, e)
+    return fmt_flags(e.flags) if st == "ACTIVE" else st
+
+
+@dataclass(slots=True)
+class TcpEvent:
+    """A log-worthy moment (rule 20), with the counts as they were at that moment."""
+
+    kind: str  # first, fin, finack, reset, timeout, mac
+    ts: float
+    iface: str
+    src: bytes
+    sport: int
+    dst: bytes
+    dport: int
+    size: int = 0
+    syn: bool = False
+    packets: int = 0
+    bytes: int = 0
+    rate_age: float = 0.0  # seconds the connection has lived, for the average rate
+    opp_packets: int = 0
+    opp_bytes: int = 0
+    mac: bytes | None = None
+    old_mac: bytes | None = None
+
+
+@dataclass(slots=True)
+class TcpTable:
+    timeout: float = 900.0  # rule 7: 15 minutes
+    log_events: bool = False
+    slots: list[Pair] = field(default_factory=list)
+    # both directions' keys -> the latest pair on them, until it is reused or flushed
+    live: dict[tuple, Pair] = field(default_factory=dict)
+    closed: dict[int, Pair] = field(default_factory=dict)  # closing order: oldest first
+    lru: dict[int, Pair] = field(default_factory=dict)  # live, not timed out; least recent first
+    retired: list[Pair] = field(default_factory=list)  # left the table; the caller drains it
+    events: list[TcpEvent] = field(default_factory=list)
+    frags: dict[tuple, Entry] = field(default_factory=dict)  # (src, dst, proto, id) -> entry
+    frag_pending: dict[tuple, list] = field(default_factory=dict)  # before the first fragment
+    frag_seen: dict[tuple, float] = field(default_factory=dict)
+    created: int = 0
+
+    # ---- packets -------------------------------------------------------------------------
+
+    def packet(self, ts: float, iface: str, d: Decoded, pair_id: int) -> bool:
+        """Account one TCP packet; True when it belonged to (or created) a pair."""
+        if d.frag == FRAG_LATER:
+            return self._later_fragment(ts, d)
+        pair = self.live.get((iface, d.src, d.sport, d.dst, d.dport))
+        finished = pair is not None and pair.end not in (END_OPEN, END_TIMEOUT)
+        if pair is None or (finished and d.flags & TH_SYN):
+            flags = d.flags
+            # rule 2: only a SYN or data creates a pair; a RST never does
+            if flags & TH_RST or not (flags & TH_SYN or d.paylen > 0):
+                return False
+            pair = self._create(ts, iface, d, pair_id)
+            finished = False
+        a = pair.a
+        if a.sport == d.sport and a.src == d.src and a.dport == d.dport and a.dst == d.dst:
+            e, o = a, pair.b
+        else:
+            e, o = pair.b, a
+        size = d.iplen
+        if d.smac != e.smac:
+            if self.log_events and e.smac is not None:
+                ev = self._event("mac", ts, pair, e, o, size)
+                ev.mac, ev.old_mac = d.smac, e.smac
+            e.smac = d.smac
+        if e.packets == 0:
+            e.first_seen = ts
+            if self.log_events and not d.flags & TH_RST:
+                self._event("first", ts, pair, e, o, size, syn=bool(d.flags & TH_SYN))
+        e.packets += 1
+        e.bytes += size
+        e.last_size = size
+        e.window = d.win
+        e.flags = d.flags
+        e.last_seen = ts
+        pair.last_seen = ts
+        if d.frag == FRAG_FIRST:
+            self._first_fragment(ts, d, e)
+        if finished:
+            # A late ACK or retransmission after FIN/RST: it is still this connection's
+            # (as tshark counts it), so it counts here, but the pair stays ended.
+            return True
+        sec = int(ts)
+        if sec > pair.lru_sec and not pair.timed_out:
+            self.lru.pop(pair.id, None)
+            self.lru[pair.id] = pair
+            pair.lru_sec = sec
+        if d.flags & (TH_ACK | TH_FIN | TH_RST):
+            self._state(ts, pair, e, o, d, size)
+        return True
+
+    def _state(self, ts: float, pair: Pair, e: Entry, o: Entry, d: Decoded, size: int) -> None:
+        # The order is iptraf-ng's (behaviour section 1): ack of the peer's FIN, FIN, RST.
+        flags = d.flags
+        if flags & TH_ACK and o.finsent == 1 and d.seq == o.finack:
+            o.finsent = 2
+            if self.log_events:
+                self._event("finack", ts, pair, e, o, size)
+        if flags & TH_FIN and e.finsent == 0:
+            e.finsent = 1
+            e.finack = d.ack
+            if self.log_events:
+                self._event("fin", ts, pair, e, o, size)
+            if o.packets == 0:
+                # one-sided: the peer was never seen, nothing will acknowledge this FIN here
+                self._close(pair, END_FIN)
+        if flags & TH_RST:
+            e.reset = True
+            if self.log_events:
+                self._event("reset", ts, pair, e, o, size)
+            self._close(pair, END_RESET)
+        elif e.finsent == 2 and o.finsent == 2:
+            self._close(pair, END_FIN)
+
+    def _create(self, ts: float, iface: str, d: Decoded, pair_id: int) -> Pair:
+        a = Entry(d.src, d.sport, d.dst, d.dport)
+        b = Entry(d.dst, d.dport, d.src, d.sport)
+        pair = Pair(pair_id, iface, a, b, not d.flags & TH_SYN, ts, ts, lru_sec=int(ts))
+        if self.closed:
+            # rule 8: take the screen slot of the oldest closed pair, so rows do not jump
+            old = self.closed.pop(next(iter(self.closed)))
+            self._unlink(old)
+            pair.slot = old.slot
+            self.slots[old.slot] = pair
+            self.retired.append(old)
+        else:
+            pair.slot = len(self.slots)
+            self.slots.append(pair)
+        self.live[(iface, d.src, d.sport, d.dst, d.dport)] = pair
+        self.live[(iface, d.dst, d.dport, d.src, d.sport)] = pair
+        self.lru[pair.id] = pair
+        self.created += 1
+        return pair
+
+    def _unlink(self, pair: Pair) -> None:
+        """Forget the pair's keys so that the next packet on its 4-tuple starts a new pair."""
+        a = pair.a
+        for key in ((pair.iface, a.src, a.sport, a.dst, a.dport),
+                    (pair.iface, a.dst, a.dport, a.src, a.sport)):
+            if self.live.get(key) is pair:
+                del self.live[key]
+        self.lru.pop(pair.id, None)
+
+    def _close(self, pair: Pair, end: str) -> None:
+        """The connection ended: its slot becomes reusable (rule 8). Its keys stay until the
+        slot is reused or flushed, so stragglers still count in it; a SYN starts a new pair."""
+        if pair.end not in (END_OPEN, END_TIMEOUT):
+            return
+        if not pair.closed:
+            self.closed[pair.id] = pair
+            pair.closed = True
+        pair.end = end
+        self.lru.pop(pair.id, None)
+
+    def icmp_unreachable(self, ts: float, iface: str, quoted: tuple) -> bool:
+        """Rule 6: an ICMP/ICMPv6 destination unreachable quoting a live pair resets it."""
+        src, sport, dst, dport, proto = quoted
+        if proto != 6:
+            return False
+        pair = self.live.get((iface, src, sport, dst, dport))
+        if pair is None or pair.end not in (END_OPEN, END_TIMEOUT):
+            return False
+        pair.a.reset = pair.b.reset = True
+        self._close(pair, END_ICMP)
+        return True
+
+    # ---- fragments (rule 4) --------------------------------------------------------------
+
+    def _first_fragment(self, ts: float, d: Decoded, e: Entry) -> None:
+        fk = (d.src, d.dst, d.proto, d.ipid)
+        if len(self.frags) >= FRAG_TABLE_MAX:
+            old = next(iter(self.frags))
+            del self.frags[old]
+            self.frag_seen.pop(old, None)
+        self.frags[fk] = e
+        self.frag_seen[fk] = ts
+        pend = self.frag_pending.pop(fk, None)
+        if pend:
+            # iptraf-ng: fragments that came before the first one add their bytes only
+            e.bytes += pend[0]
+
+    def _later_fragment(self, ts: float, d: Decoded) -> bool:
+        fk = (d.src, d.dst, d.proto, d.ipid)
+        e = self.frags.get(fk)
+        if e is None:
+            if len(self.frag_pending) >= FRAG_TABLE_MAX:
+                del self.frag_pending[next(iter(self.frag_pending))]
+            pend = self.frag_pending.setdefault(fk, [0, ts])
+            pend[0] += d.iplen
+            return False
+        e.packets += 1
+        e.bytes += d.iplen
+        e.last_seen = ts
+        return True
+
+    def _expire_fragments(self, now: float) -> None:
+        for fk, seen in list(self.frag_seen.items()):
+            if now - seen < FRAG_MAX_AGE:
+                break
+            del self.frag_seen[fk]
+            self.frags.pop(fk, None)
+        for fk, pend in list(self.frag_pending.items()):
+            if now - pend[1] < FRAG_MAX_AGE:
+                break
+            del self.frag_pending[fk]
+
+    # ---- clock-driven work ---------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Once per second of the packet clock: idle pairs time out (rule 7)."""
+        sec = int(now)
+        lru = self.lru
+        while lru:
+            pid = next(iter(lru))
+            pair = lru[pid]
+            # whole seconds of the packet clock, so replay does not depend on check times
+            if sec - pair.lru_sec < self.timeout:
+                break
+            del lru[pid]
+            pair.timed_out = True
+            if self.log_events:
+                self._event("timeout", now, pair, pair.a, pair.b, 0)
+            if not pair.closed:
+                pair.closed = True
+                pair.end = END_TIMEOUT
+                self.closed[pair.id] = pair
+        self._expire_fragments(now)
+
+    def flush(self) -> int:
+        """Rule 9: drop every closed, reset and timed-out pair; returns how many."""
+        if not self.closed:
+            return 0
+        gone = self.closed
+        self.closed = {}
+        for pair in gone.values():
+            self._unlink(pair)
+            self.retired.append(pair)
+        self.slots = [p for p in self.slots if not p.closed]
+        for i, p in enumerate(self.slots):
+            p.slot = i
+        return len(gone)
+
+    def sort(self, by: str) -> None:
+        """Rule 10: by the larger direction's packets ('P') or bytes ('B'), descending, stable."""
+        if by == "P":
+            self.slots.sort(key=lambda p: max(p.a.packets, p.b.packets), reverse=True)
+        else:
+            self.slots.sort(key=lambda p: max(p.a.bytes, p.b.bytes), reverse=True)
+        for i, p in enumerate(self.slots):
+            p.slot = i
+
+    def _event(self, kind: str, ts: float, pair: Pair, e: Entry, o: Entry, size: int,
+               syn: bool = False) -> TcpEvent:
+        ev = TcpEvent(kind, ts, pair.iface, e.src, e.sport, e.dst, e.dport, size, syn,
+                      e.packets, e.bytes, ts - pair.first_seen, o.packets, o.bytes, e.smac)
+        self.events.append(ev)
+        return ev
