@@ -44,10 +44,10 @@ def replay(path: str, engine: Engine, out: JsonWriter | None) -> ReplayResult:
 
 
 def finish(engine: Engine, out: JsonWriter) -> None:
-    """At the end of a run: the pairs still in the table, in screen order, then the summary."""
+    """At the end of a run: the pairs still in the engine, in creation order, then the summary."""
     tcp = engine.tcp
+    tcp.retire_all()
     out.pairs(tcp.retired)
     tcp.retired.clear()
-    out.pairs(tcp.slots)
     out.record(engine.summary.to_json())
     out.flush()

@@ -1,9 +1,17 @@
 """IPTraf's TCP connection table (DECISIONS.md rules 1-12), as a pure state machine.
 
 No I/O and no wall clock: every method takes the packet timestamp, so a replay is
-deterministic. A connection is a *pair* of direction entries; the table keeps them in screen
-order (`slots`), reuses the slot of the oldest closed pair for a new one (rule 8), and hands
-pairs that leave the table (reuse, flush) to `retired` for the caller to write out.
+deterministic. A connection is a *pair* of direction entries.
+
+Two things are kept apart on purpose:
+- the engine's pairs (`pairs`, found by `live` keys), whose lifetime depends only on the
+  connection's own packets and the packet clock. An ended pair lingers for `CLOSED_LINGER`
+  seconds so that late ACKs and retransmissions still count in it, and a timed-out one until
+  it has been idle twice the timeout; then it is *retired* (handed to `retired` to be written).
+  Because nothing here depends on other connections, the same capture gives the same pairs
+  whether it runs in one process or is spread over any number of shards.
+- the screen order (`SlotList`), where a new pair takes the row of the oldest closed pair
+  (rule 8) and F flushes closed rows (rule 9). A pair can leave the screen before it retires.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ END_RESET = "RESET"
 END_ICMP = "ICMP"
 END_TIMEOUT = "TIMEOUT"
 
+CLOSED_LINGER = 60.0  # seconds an ended pair still takes stragglers (a TIME_WAIT's worth)
 FRAG_TABLE_MAX = 8192  # datagrams awaiting their later fragments; oldest forgotten first
 FRAG_MAX_AGE = 60.0  # seconds, as a reassembly timeout would
 
@@ -62,11 +71,12 @@ class Pair:
     partial: bool  # rule 3: created by a packet that was not a SYN
     first_seen: float
     last_seen: float
-    slot: int = 0
-    closed: bool = False  # on the closed list: reusable and flushable
+    slot: int = -1  # row in the SlotList, -1 when not on screen
+    closed: bool = False  # ended or timed out: its row is reusable and flushable
     timed_out: bool = False
     end: str = END_OPEN
-    lru_sec: int = 0
+    lru_sec: int = 0  # the packet-clock second of its last reordering in an idle list
+    retired: bool = False
 
 
 def entry_state(pair: Pair, e: Entry) -> str:
@@ -109,21 +119,74 @@ class TcpEvent:
     old_mac: bytes | None = None
 
 
+class SlotList:
+    """The TCP window's rows: pairs in screen order (rules 8-10)."""
+
+    def __init__(self) -> None:
+        self.slots: list[Pair] = []
+        self.closed: dict[int, Pair] = {}  # closed pairs on screen, in closing order
+
+    def add(self, pair: Pair) -> Pair | None:
+        """Put a new pair on screen; returns the closed pair whose row it took, if any."""
+        if self.closed:
+            old = self.closed.pop(next(iter(self.closed)))
+            pair.slot = old.slot
+            old.slot = -1
+            self.slots[pair.slot] = pair
+            return old
+        pair.slot = len(self.slots)
+        self.slots.append(pair)
+        return None
+
+    def mark_closed(self, pair: Pair) -> None:
+        if pair.slot >= 0 and pair.id not in self.closed:
+            self.closed[pair.id] = pair
+
+    def flush(self) -> list[Pair]:
+        """Rule 9: remove every closed row; returns the pairs removed."""
+        gone = list(self.closed.values())
+        if gone:
+            self.closed = {}
+            for p in gone:
+                p.slot = -1
+            self.slots = [p for p in self.slots if p.slot >= 0]
+            for i, p in enumerate(self.slots):
+                p.slot = i
+        return gone
+
+    def sort(self, by: str) -> None:
+        """Rule 10: by the larger direction's packets ('P') or bytes ('B'), descending; ties
+        keep their order (Python's sort is stable, also in reverse)."""
+        if by == "P":
+            self.slots.sort(key=lambda p: max(p.a.packets, p.b.packets), reverse=True)
+        else:
+            self.slots.sort(key=lambda p: max(p.a.bytes, p.b.bytes), reverse=True)
+        for i, p in enumerate(self.slots):
+            p.slot = i
+
+
 @dataclass(slots=True)
 class TcpTable:
     timeout: float = 900.0  # rule 7: 15 minutes
     log_events: bool = False
-    slots: list[Pair] = field(default_factory=list)
-    # both directions' keys -> the latest pair on them, until it is reused or flushed
+    display: SlotList = field(default_factory=SlotList)
+    pairs: dict[int, Pair] = field(default_factory=dict)  # every pair not yet retired
+    # both directions' keys -> the latest pair on them, until it retires
     live: dict[tuple, Pair] = field(default_factory=dict)
-    closed: dict[int, Pair] = field(default_factory=dict)  # closing order: oldest first
-    lru: dict[int, Pair] = field(default_factory=dict)  # live, not timed out; least recent first
-    retired: list[Pair] = field(default_factory=list)  # left the table; the caller drains it
+    # idle lists, least recently active first (reordered at most once per clock second)
+    open_lru: dict[int, Pair] = field(default_factory=dict)  # open: for the timeout
+    ended_lru: dict[int, Pair] = field(default_factory=dict)  # ended: for the linger
+    stale_lru: dict[int, Pair] = field(default_factory=dict)  # timed out: for retirement
+    retired: list[Pair] = field(default_factory=list)  # left the engine; the caller drains it
     events: list[TcpEvent] = field(default_factory=list)
     frags: dict[tuple, Entry] = field(default_factory=dict)  # (src, dst, proto, id) -> entry
     frag_pending: dict[tuple, list] = field(default_factory=dict)  # before the first fragment
     frag_seen: dict[tuple, float] = field(default_factory=dict)
     created: int = 0
+
+    @property
+    def slots(self) -> list[Pair]:
+        return self.display.slots
 
     # ---- packets -------------------------------------------------------------------------
 
@@ -132,14 +195,16 @@ class TcpTable:
         if d.frag == FRAG_LATER:
             return self._later_fragment(ts, d)
         pair = self.live.get((iface, d.src, d.sport, d.dst, d.dport))
-        finished = pair is not None and pair.end not in (END_OPEN, END_TIMEOUT)
-        if pair is None or (finished and d.flags & TH_SYN):
+        ended = pair is not None and pair.end not in (END_OPEN, END_TIMEOUT)
+        if pair is None or (ended and d.flags & TH_SYN):
             flags = d.flags
             # rule 2: only a SYN or data creates a pair; a RST never does
             if flags & TH_RST or not (flags & TH_SYN or d.paylen > 0):
                 return False
+            if pair is not None:
+                self._retire(pair)  # a new connection on the same ports: the old one is done
             pair = self._create(ts, iface, d, pair_id)
-            finished = False
+            ended = False
         a = pair.a
         if a.sport == d.sport and a.src == d.src and a.dport == d.dport and a.dst == d.dst:
             e, o = a, pair.b
@@ -164,15 +229,16 @@ class TcpTable:
         pair.last_seen = ts
         if d.frag == FRAG_FIRST:
             self._first_fragment(ts, d, e)
-        if finished:
-            # A late ACK or retransmission after FIN/RST: it is still this connection's
-            # (as tshark counts it), so it counts here, but the pair stays ended.
-            return True
         sec = int(ts)
-        if sec > pair.lru_sec and not pair.timed_out:
-            self.lru.pop(pair.id, None)
-            self.lru[pair.id] = pair
+        if sec > pair.lru_sec:
+            lru = self.ended_lru if ended else self.stale_lru if pair.timed_out else self.open_lru
+            del lru[pair.id]
+            lru[pair.id] = pair
             pair.lru_sec = sec
+        if ended:
+            # A late ACK or retransmission after FIN/RST: still this connection's (tshark
+            # counts it so too), so it counts here, but the pair stays ended.
+            return True
         if d.flags & (TH_ACK | TH_FIN | TH_RST):
             self._state(ts, pair, e, o, d, size)
         return True
@@ -191,54 +257,51 @@ class TcpTable:
                 self._event("fin", ts, pair, e, o, size)
             if o.packets == 0:
                 # one-sided: the peer was never seen, nothing will acknowledge this FIN here
-                self._close(pair, END_FIN)
+                self._end(pair, END_FIN)
         if flags & TH_RST:
             e.reset = True
             if self.log_events:
                 self._event("reset", ts, pair, e, o, size)
-            self._close(pair, END_RESET)
+            self._end(pair, END_RESET)
         elif e.finsent == 2 and o.finsent == 2:
-            self._close(pair, END_FIN)
+            self._end(pair, END_FIN)
 
     def _create(self, ts: float, iface: str, d: Decoded, pair_id: int) -> Pair:
         a = Entry(d.src, d.sport, d.dst, d.dport)
         b = Entry(d.dst, d.dport, d.src, d.sport)
         pair = Pair(pair_id, iface, a, b, not d.flags & TH_SYN, ts, ts, lru_sec=int(ts))
-        if self.closed:
-            # rule 8: take the screen slot of the oldest closed pair, so rows do not jump
-            old = self.closed.pop(next(iter(self.closed)))
-            self._unlink(old)
-            pair.slot = old.slot
-            self.slots[old.slot] = pair
-            self.retired.append(old)
-        else:
-            pair.slot = len(self.slots)
-            self.slots.append(pair)
+        self.display.add(pair)
+        self.pairs[pair_id] = pair
         self.live[(iface, d.src, d.sport, d.dst, d.dport)] = pair
         self.live[(iface, d.dst, d.dport, d.src, d.sport)] = pair
-        self.lru[pair.id] = pair
+        self.open_lru[pair_id] = pair
         self.created += 1
         return pair
 
-    def _unlink(self, pair: Pair) -> None:
-        """Forget the pair's keys so that the next packet on its 4-tuple starts a new pair."""
+    def _end(self, pair: Pair, end: str) -> None:
+        """The connection ended (FIN, RST, ICMP): its row becomes reusable (rule 8)."""
+        if pair.end not in (END_OPEN, END_TIMEOUT):
+            return
+        (self.stale_lru if pair.timed_out else self.open_lru).pop(pair.id, None)
+        pair.end = end
+        pair.closed = True
+        self.ended_lru[pair.id] = pair
+        self.display.mark_closed(pair)
+
+    def _retire(self, pair: Pair) -> None:
+        """The pair leaves the engine: it is written out and stops counting."""
+        if pair.retired:
+            return
+        pair.retired = True
         a = pair.a
         for key in ((pair.iface, a.src, a.sport, a.dst, a.dport),
                     (pair.iface, a.dst, a.dport, a.src, a.sport)):
             if self.live.get(key) is pair:
                 del self.live[key]
-        self.lru.pop(pair.id, None)
-
-    def _close(self, pair: Pair, end: str) -> None:
-        """The connection ended: its slot becomes reusable (rule 8). Its keys stay until the
-        slot is reused or flushed, so stragglers still count in it; a SYN starts a new pair."""
-        if pair.end not in (END_OPEN, END_TIMEOUT):
-            return
-        if not pair.closed:
-            self.closed[pair.id] = pair
-            pair.closed = True
-        pair.end = end
-        self.lru.pop(pair.id, None)
+        for lru in (self.open_lru, self.ended_lru, self.stale_lru):
+            lru.pop(pair.id, None)
+        del self.pairs[pair.id]
+        self.retired.append(pair)
 
     def icmp_unreachable(self, ts: float, iface: str, quoted: tuple) -> bool:
         """Rule 6: an ICMP/ICMPv6 destination unreachable quoting a live pair resets it."""
@@ -249,7 +312,7 @@ class TcpTable:
         if pair is None or pair.end not in (END_OPEN, END_TIMEOUT):
             return False
         pair.a.reset = pair.b.reset = True
-        self._close(pair, END_ICMP)
+        self._end(pair, END_ICMP)
         return True
 
     # ---- fragments (rule 4) --------------------------------------------------------------
@@ -295,47 +358,45 @@ class TcpTable:
     # ---- clock-driven work ---------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Once per second of the packet clock: idle pairs time out (rule 7)."""
+        """Once per second of the packet clock: idle pairs time out (rule 7), ended pairs
+        stop lingering, long-dead ones retire. Whole clock seconds, so that the outcome does
+        not depend on when the checks run."""
         sec = int(now)
-        lru = self.lru
+        lru = self.open_lru
         while lru:
-            pid = next(iter(lru))
-            pair = lru[pid]
-            # whole seconds of the packet clock, so replay does not depend on check times
+            pair = lru[next(iter(lru))]
             if sec - pair.lru_sec < self.timeout:
                 break
-            del lru[pid]
+            del lru[pair.id]
             pair.timed_out = True
+            pair.closed = True
+            pair.end = END_TIMEOUT
+            self.stale_lru[pair.id] = pair
+            self.display.mark_closed(pair)
             if self.log_events:
                 self._event("timeout", now, pair, pair.a, pair.b, 0)
-            if not pair.closed:
-                pair.closed = True
-                pair.end = END_TIMEOUT
-                self.closed[pair.id] = pair
+        for lru, idle in ((self.ended_lru, CLOSED_LINGER), (self.stale_lru, 2 * self.timeout)):
+            while lru:
+                pair = lru[next(iter(lru))]
+                if sec - pair.lru_sec < idle:
+                    break
+                self._retire(pair)
         self._expire_fragments(now)
 
     def flush(self) -> int:
-        """Rule 9: drop every closed, reset and timed-out pair; returns how many."""
-        if not self.closed:
-            return 0
-        gone = self.closed
-        self.closed = {}
-        for pair in gone.values():
-            self._unlink(pair)
-            self.retired.append(pair)
-        self.slots = [p for p in self.slots if not p.closed]
-        for i, p in enumerate(self.slots):
-            p.slot = i
+        """Rule 9: drop every closed, reset and timed-out row; they also stop counting."""
+        gone = self.display.flush()
+        for pair in gone:
+            self._retire(pair)
         return len(gone)
 
     def sort(self, by: str) -> None:
-        """Rule 10: by the larger direction's packets ('P') or bytes ('B'), descending, stable."""
-        if by == "P":
-            self.slots.sort(key=lambda p: max(p.a.packets, p.b.packets), reverse=True)
-        else:
-            self.slots.sort(key=lambda p: max(p.a.bytes, p.b.bytes), reverse=True)
-        for i, p in enumerate(self.slots):
-            p.slot = i
+        self.display.sort(by)
+
+    def retire_all(self) -> None:
+        """End of run: every pair still in the engine, in creation order."""
+        for pid in sorted(self.pairs):
+            self._retire(self.pairs[pid])
 
     def _event(self, kind: str, ts: float, pair: Pair, e: Entry, o: Entry, size: int,
                syn: bool = False) -> TcpEvent:

@@ -247,7 +247,11 @@ def test_rule7_idle_pair_times_out_keeps_counting_and_is_reusable():
     r.send(tcp(A, 1, B, 80, ACK | PSH, seq=101, ack=501, data=b"more"), 161.0)
     assert p.a.packets == 3 and p.timed_out  # counted in the same pair
     r.send(tcp(A, 2, B, 80, SYN), 162.0)
-    assert r.pairs[0].a.sport == 2 and r.retired == [p]  # reused its slot (rule 8)
+    assert r.pairs[0].a.sport == 2 and p.slot == -1  # took its row (rule 8)
+    r.send(tcp(A, 1, B, 80, ACK | PSH, seq=105, ack=501, data=b"late"), 163.0)
+    assert p.a.packets == 4 and not r.retired  # off screen, still counting until it retires
+    r.send(tcp(A, 2, B, 80, ACK | PSH, seq=1, ack=1, data=b"x"), 163.0 + 120.0)
+    assert p in r.retired and p.retired  # idle twice the timeout: retired and written
 
 
 def test_rule7_default_timeout_is_15_minutes():
@@ -269,7 +273,9 @@ def test_rule8_new_pair_takes_slot_of_oldest_closed_pair():
     assert [p.a.sport for p in r.pairs] == [5, 2, 4]
     r.send(tcp(A, 6, B, 80, SYN), 6.2)  # nothing closed: appended
     assert [p.a.sport for p in r.pairs] == [5, 2, 4, 6]
-    assert [p.a.sport for p in r.retired] == [3, 1]
+    assert not r.retired  # leaving the screen is not leaving the engine (they linger)
+    r.send(tcp(A, 6, B, 80, ACK | PSH, seq=1, ack=1, data=b"x"), 5.1 + 60.0)
+    assert sorted(p.a.sport for p in r.retired) == [1, 3]  # ended 60 s ago: retired
 
 
 # ---- rule 9 ----------------------------------------------------------------------------------
