@@ -415,7 +415,7 @@ def _ipv4(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Dec
             ),
         )
     if kind == K_UDP:
-        if len(data) - t < 4 or malformed:
+        if len(data) - t < 4 or malformed or t + 4 > off + tlen:
             return _new(
                 Decoded,
                 (
@@ -466,7 +466,7 @@ def _ipv4(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Dec
             ),
         )
     if kind == K_ICMP:
-        if len(data) - t < 4 or malformed:
+        if len(data) - t < 4 or malformed or t + 4 > off + tlen:
             return _new(
                 Decoded,
                 (
@@ -701,7 +701,7 @@ def _ipv6(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Dec
             ),
         )
     if kind == K_UDP:
-        if len(data) - t < 4 or malformed:
+        if len(data) - t < 4 or malformed or t + 4 > end:
             return _new(
                 Decoded,
                 (
@@ -752,7 +752,7 @@ def _ipv6(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Dec
             ),
         )
     if kind == K_ICMP:
-        if len(data) - t < 4 or malformed:
+        if len(data) - t < 4 or malformed or t + 4 > end:
             return _new(
                 Decoded,
                 (
@@ -833,7 +833,7 @@ def _ipv6(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Dec
 
 def _quoted_v4(data: bytes, q: int) -> tuple | None:
     """The (src, sport, dst, dport, proto) an ICMP error quotes, if enough of it was captured."""
-    if len(data) - q < 20 or data[q] >> 4 != 4:
+    if len(data) - q < 20 or data[q] >> 4 != 4 or data[q] & 0x0F < 5:
         return None
     vhl, _tlen, _id, _frag, _ttl, proto, src, dst = _IPV4.unpack_from(data, q)
     t = q + ((vhl & 0x0F) << 2)

@@ -60,25 +60,60 @@ class Settings:
     log_events: bool = False  # collect rule 20 events and lines for a log file
 
 
+class PacketClock:
+    """Decides where the clock ticks in a packet stream: at the first packet, and at each
+    packet that carries the clock into a new second. The single-process engine and the
+    shard reader share it, so shards tick at exactly the packets one engine would."""
+
+    __slots__ = ("now", "_next", "_started")
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._next = 0.0
+        self._started = False
+
+    def advance(self, ts: float) -> bool:
+        if ts > self.now:
+            self.now = ts
+            if ts >= self._next or not self._started:
+                self._started = True
+                self._next = float(int(ts) + 1)
+                return True
+        elif not self._started:
+            self._started = True
+            self._next = float(int(ts) + 1)
+            return True
+        return False
+
+
 class Engine:
-    def __init__(self, settings: Settings | None = None) -> None:
+    """Feed it decoded frames; read `tcp`, `other` and `summary`, and drain `sealed`.
+
+    Pairs that leave the engine are grouped by the clock second in which they left and each
+    group is sorted by pair id (`sealed`), so the order of the output depends only on the
+    capture, not on how many shards shared the work or how fast they ran.
+    With `auto_tick` off (a shard), ticks come only from `tick()` calls, which the reader
+    inserts into every shard's stream where a `PacketClock` says, as the engine would itself.
+    """
+
+    def __init__(self, settings: Settings | None = None, auto_tick: bool = True) -> None:
         self.settings = s = settings or Settings()
         self.tcp = TcpTable(timeout=s.tcp_timeout, log_events=s.log_events)
         self.other = OtherTable(max_lines=s.lower_lines, keep_new=s.log_events)
         self.summary = Summary()
         self.now = 0.0  # monotonic packet clock
         self.started: float | None = None
-        self._next_tick = 0.0
+        self.clock = PacketClock() if auto_tick else None
+        self.tick_no = 0
+        self.sealed: list[tuple[int, list]] = []  # (tick number, retired pairs by id)
         self._next_flush = 0.0
 
     def feed(self, ts: float, iface: str, d: Decoded, frame_no: int) -> None:
         """Account one decoded frame. `frame_no` names any pair this frame creates."""
-        if ts > self.now:
+        if self.clock is not None and self.clock.advance(ts):
+            self.tick(ts)
+        elif ts > self.now:
             self.now = ts
-            if ts >= self._next_tick:
-                self._tick(ts)
-        elif self.started is None:
-            self._tick(ts)
         s = self.summary
         s.frames += 1
         kind = d.kind
@@ -110,17 +145,33 @@ class Engine:
                 self.tcp.icmp_unreachable(ts, iface, d.info[2])
         self.other.packet(ts, iface, d)
 
-    def _tick(self, now: float) -> None:
+    def tick(self, now: float) -> None:
+        """A new second of the packet clock: timeouts, lingering, automatic flush."""
+        if now > self.now:
+            self.now = now
+        self._seal()
+        self.tick_no += 1
         if self.started is None:
             self.started = now
             if self.settings.persistence > 0:
                 self._next_flush = now + self.settings.persistence
-        self._next_tick = float(int(now) + 1)
         self.tcp.tick(now)
         self.other.tick(now)
         if self.settings.persistence > 0 and now >= self._next_flush:
             self.tcp.flush()
             self._next_flush = now + self.settings.persistence
+
+    def _seal(self) -> None:
+        retired = self.tcp.retired
+        if retired:
+            self.sealed.append((self.tick_no, sorted(retired, key=lambda p: p.id)))
+            self.tcp.retired = []
+
+    def finish(self) -> None:
+        """End of the run: everything still in the engine retires, as the last group."""
+        self._seal()
+        self.tcp.retire_all()
+        self._seal()
 
     def flush(self) -> int:
         """The F key (rule 9)."""
