@@ -48,6 +48,7 @@ class OtherTable:
     flows: dict[tuple, OtherFlow] = field(default_factory=dict)
     # TCP/UDP datagrams whose first fragment was seen: their later fragments get lines
     frag_firsts: dict[tuple, tuple] = field(default_factory=dict)
+    dirty: set[OtherFlow] | None = None  # flows changed since the last publication, if wanted
 
     def __post_init__(self) -> None:
         self.lines = deque(maxlen=self.max_lines)
@@ -67,6 +68,8 @@ class OtherTable:
         flow.packets += 1
         flow.bytes += d.iplen
         flow.last_seen = ts
+        if self.dirty is not None:
+            self.dirty.add(flow)
         if d.frag == FRAG_FIRST and d.kind == K_UDP:
             if len(self.frag_firsts) >= 8192:
                 del self.frag_firsts[next(iter(self.frag_firsts))]

@@ -23,8 +23,8 @@ def replay(path: str, engine: Engine, out: JsonWriter | None) -> ReplayResult:
     """
     reader = open_capture(path)
     ifaces = reader.interfaces
-    tcp = engine.tcp
     feed = engine.feed
+    sealed = engine.sealed
     n = 0
     error = None
     try:
@@ -32,10 +32,8 @@ def replay(path: str, engine: Engine, out: JsonWriter | None) -> ReplayResult:
             n += 1
             itf = ifaces[ifidx]
             feed(ts, itf.name, decode(itf.linktype, data, wirelen), n)
-            if tcp.retired:
-                if out is not None:
-                    out.pairs(tcp.retired)
-                tcp.retired.clear()
+            if sealed:
+                write_sealed(engine, out)
     except CaptureFileError as e:
         error = str(e)
     finally:
@@ -43,11 +41,16 @@ def replay(path: str, engine: Engine, out: JsonWriter | None) -> ReplayResult:
     return ReplayResult(n, error)
 
 
+def write_sealed(engine: Engine, out: JsonWriter | None) -> None:
+    for _tick, pairs in engine.sealed:
+        if out is not None:
+            out.pairs(pairs)
+    engine.sealed.clear()
+
+
 def finish(engine: Engine, out: JsonWriter) -> None:
     """At the end of a run: the pairs still in the engine, in creation order, then the summary."""
-    tcp = engine.tcp
-    tcp.retire_all()
-    out.pairs(tcp.retired)
-    tcp.retired.clear()
+    engine.finish()
+    write_sealed(engine, out)
     out.record(engine.summary.to_json())
     out.flush()

@@ -179,10 +179,11 @@ class TcpTable:
     stale_lru: dict[int, Pair] = field(default_factory=dict)  # timed out: for retirement
     retired: list[Pair] = field(default_factory=list)  # left the engine; the caller drains it
     events: list[TcpEvent] = field(default_factory=list)
-    frags: dict[tuple, Entry] = field(default_factory=dict)  # (src, dst, proto, id) -> entry
+    frags: dict[tuple, tuple] = field(default_factory=dict)  # (src, dst, proto, id) -> pair, entry
     frag_pending: dict[tuple, list] = field(default_factory=dict)  # before the first fragment
     frag_seen: dict[tuple, float] = field(default_factory=dict)
     created: int = 0
+    dirty: set[int] | None = None  # ids of pairs changed since the last publication, if wanted
 
     @property
     def slots(self) -> list[Pair]:
@@ -227,8 +228,10 @@ class TcpTable:
         e.flags = d.flags
         e.last_seen = ts
         pair.last_seen = ts
+        if self.dirty is not None:
+            self.dirty.add(pair.id)
         if d.frag == FRAG_FIRST:
-            self._first_fragment(ts, d, e)
+            self._first_fragment(ts, d, pair, e)
         sec = int(ts)
         if sec > pair.lru_sec:
             lru = self.ended_lru if ended else self.stale_lru if pair.timed_out else self.open_lru
@@ -285,6 +288,8 @@ class TcpTable:
         (self.stale_lru if pair.timed_out else self.open_lru).pop(pair.id, None)
         pair.end = end
         pair.closed = True
+        if self.dirty is not None:
+            self.dirty.add(pair.id)
         self.ended_lru[pair.id] = pair
         self.display.mark_closed(pair)
 
@@ -317,13 +322,13 @@ class TcpTable:
 
     # ---- fragments (rule 4) --------------------------------------------------------------
 
-    def _first_fragment(self, ts: float, d: Decoded, e: Entry) -> None:
+    def _first_fragment(self, ts: float, d: Decoded, pair: Pair, e: Entry) -> None:
         fk = (d.src, d.dst, d.proto, d.ipid)
         if len(self.frags) >= FRAG_TABLE_MAX:
             old = next(iter(self.frags))
             del self.frags[old]
             self.frag_seen.pop(old, None)
-        self.frags[fk] = e
+        self.frags[fk] = (pair, e)
         self.frag_seen[fk] = ts
         pend = self.frag_pending.pop(fk, None)
         if pend:
@@ -332,16 +337,21 @@ class TcpTable:
 
     def _later_fragment(self, ts: float, d: Decoded) -> bool:
         fk = (d.src, d.dst, d.proto, d.ipid)
-        e = self.frags.get(fk)
-        if e is None:
+        found = self.frags.get(fk)
+        if found is None:
             if len(self.frag_pending) >= FRAG_TABLE_MAX:
                 del self.frag_pending[next(iter(self.frag_pending))]
             pend = self.frag_pending.setdefault(fk, [0, ts])
             pend[0] += d.iplen
             return False
+        pair, e = found
+        if pair.retired:
+            return False
         e.packets += 1
         e.bytes += d.iplen
         e.last_seen = ts
+        if self.dirty is not None:
+            self.dirty.add(pair.id)
         return True
 
     def _expire_fragments(self, now: float) -> None:
@@ -358,19 +368,27 @@ class TcpTable:
     # ---- clock-driven work ---------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Once per second of the packet clock: idle pairs time out (rule 7), ended pairs
-        stop lingering, long-dead ones retire. Whole clock seconds, so that the outcome does
-        not depend on when the checks run."""
+        """At each new second of the packet clock: idle pairs time out (rule 7), ended pairs
+        stop lingering, long-dead ones retire. Only packet times are compared, so the outcome
+        does not depend on when or where the checks run."""
         sec = int(now)
         lru = self.open_lru
-        while lru:
-            pair = lru[next(iter(lru))]
-            if sec - pair.lru_sec < self.timeout:
+        expired = []
+        for pair in lru.values():
+            # Open pairs are ordered by the second of their last packet (lru_sec), so the scan
+            # stops at the first one that cannot have been idle long enough; the rest get the
+            # exact test of rule 7, "idle for at least the timeout".
+            if sec + 1 - pair.lru_sec <= self.timeout:
                 break
+            if now - pair.last_seen >= self.timeout:
+                expired.append(pair)
+        for pair in expired:
             del lru[pair.id]
             pair.timed_out = True
             pair.closed = True
             pair.end = END_TIMEOUT
+            if self.dirty is not None:
+                self.dirty.add(pair.id)
             self.stale_lru[pair.id] = pair
             self.display.mark_closed(pair)
             if self.log_events:
@@ -384,11 +402,13 @@ class TcpTable:
         self._expire_fragments(now)
 
     def flush(self) -> int:
-        """Rule 9: drop every closed, reset and timed-out row; they also stop counting."""
-        gone = self.display.flush()
-        for pair in gone:
-            self._retire(pair)
-        return len(gone)
+        """Rule 9: drop every closed, reset and timed-out pair, on screen or lingering; they
+        stop counting. Returns how many rows left the screen."""
+        rows = len(self.display.flush())
+        for lru in (self.ended_lru, self.stale_lru):
+            for pair in list(lru.values()):
+                self._retire(pair)
+        return rows
 
     def sort(self, by: str) -> None:
         self.display.sort(by)
