@@ -1,0 +1,161 @@
+"""The main process's merged view of every shard: pairs, screen rows, lines, summary.
+
+Applies shard `Publication`s. Retired pairs come in groups labelled by the clock tick before
+which they retired; a group is released (`ready`) once every shard has passed that tick,
+merged across shards and sorted by pair id — the same order a single engine produces, so
+the output of a replay does not depend on the number of shards.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from shards.protocol import (
+    Publication,
+    pair_from_tuple,
+    summary_from_tuple,
+    update_pair,
+)
+
+from .engine import Summary
+from .othertable import OtherLine
+from .tcptable import END_OPEN, Pair, SlotList
+
+
+@dataclass(slots=True, eq=False)
+class FlowView:
+    iface: str
+    kind: int
+    proto: int
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
+    packets: int
+    bytes: int
+    first_seen: float
+    last_seen: float
+
+
+class Merger:
+    def __init__(self, nshards: int, lower_lines: int = 512) -> None:
+        self.n = nshards
+        self.pairs: dict[int, Pair] = {}  # mirrors of pairs not yet retired
+        self.owner: dict[int, int] = {}  # pair id -> shard
+        self.display = SlotList()
+        self.summaries = [Summary() for _ in range(nshards)]
+        self.base = Summary()  # what shards that died had counted before they died
+        self.ticks = [0] * nshards
+        self.final = [False] * nshards
+        self.clock = [0.0] * nshards
+        self.decoded = [0] * nshards
+        self.line_counts = [0] * nshards
+        self.groups: dict[int, list[Pair]] = {}  # tick label -> retired pairs (all shards)
+        self.ready: list[list[Pair]] = []  # groups complete across shards, in order
+        self.lines: deque = deque(maxlen=lower_lines)
+        self.events: list = []
+        self.flows: dict[tuple, FlowView] = {}
+        self.changed_flows: dict[tuple, FlowView] = {}
+        self.lost_pairs = 0
+        self.ignore_ticks: set[int] = set()  # shards restarted: their tick counts mean nothing
+
+    def apply(self, pub: Publication) -> None:
+        sh = pub.shard
+        for t in pub.pairs:
+            self._update(sh, t)
+        for tick, group in pub.sealed:
+            dest = self.groups.setdefault(tick, [])
+            for t in group:
+                dest.append(self._update(sh, t))
+                self.pairs.pop(t[0], None)
+                self.owner.pop(t[0], None)
+        for ts, iface, d in pub.lines:
+            self.lines.append(OtherLine(ts, iface, d))
+        self.events.extend(pub.events)
+        for f in pub.flows:
+            key = f[:7]
+            fv = self.flows.get(key)
+            if fv is None:
+                fv = self.flows[key] = FlowView(*f)
+            else:
+                fv.packets, fv.bytes, fv.first_seen, fv.last_seen = f[7:]
+            self.changed_flows[key] = fv
+        self.line_counts[sh] = pub.line_count
+        self.summaries[sh] = summary_from_tuple(pub.summary)
+        self.ticks[sh] = pub.tick_no
+        self.clock[sh] = pub.now
+        self.decoded[sh] = pub.decoded
+        if pub.final:
+            self.final[sh] = True
+        self._release()
+
+    def _update(self, shard: int, t: tuple) -> Pair:
+        pid = t[0]
+        p = self.pairs.get(pid)
+        if p is None:
+            p = pair_from_tuple(t)
+            self.pairs[pid] = p
+            self.owner[pid] = shard
+            self.display.add(p)
+        else:
+            update_pair(p, t)
+        if p.closed:
+            self.display.mark_closed(p)
+        return p
+
+    def _release(self) -> None:
+        if all(self.final):
+            done = float("inf")
+        else:
+            live = [t for i, t in enumerate(self.ticks)
+                    if not self.final[i] and i not in self.ignore_ticks]
+            done = min(live) if live else float("inf")
+        for tick in sorted(k for k in self.groups if k < done):
+            group = self.groups.pop(tick)
+            group.sort(key=lambda p: p.id)
+            self.ready.append(group)
+
+    def shard_lost(self, shard: int) -> int:
+        """A shard died: its pairs' last published state is all there is. They retire now,
+        marked LOST, and are counted."""
+        lost = [pid for pid, s in self.owner.items() if s == shard]
+        group = []
+        for pid in sorted(lost):
+            p = self.pairs.pop(pid)
+            del self.owner[pid]
+            if p.end == END_OPEN:
+                p.end = "LOST"
+            p.retired = True
+            group.append(p)
+        if group:
+            self.ready.append(group)
+        self.lost_pairs += len(group)
+        self.ignore_ticks.add(shard)
+        # its restarted successor counts from zero: what it had published still counts
+        self.base.merge(self.summaries[shard])
+        self.summaries[shard] = Summary()
+        return len(group)
+
+    def summary(self) -> Summary:
+        total = Summary()
+        total.merge(self.base)
+        for s in self.summaries:
+            total.merge(s)
+        return total
+
+    @property
+    def line_count(self) -> int:
+        return sum(self.line_counts)
+
+    @property
+    def now(self) -> float:
+        return max(self.clock) if self.clock else 0.0
+
+    def take_ready(self) -> list[list[Pair]]:
+        out, self.ready = self.ready, []
+        return out
+
+    def flush(self) -> int:
+        """F on the merged screen: closed rows go (the shards retire the pairs themselves)."""
+        return len(self.display.flush())

@@ -1,0 +1,93 @@
+"""Which shard a frame goes to: a symmetric hash of (interface, addresses, ports).
+
+Both directions of a connection, the ICMP errors that quote it and the later fragments of its
+datagrams must reach the shard that holds it, because that shard alone decides its state.
+The capture process runs this per packet, so the common frames are read with a few slices;
+anything unusual goes through the real decoder, which is slower but always agrees with what
+the shard will decode.
+"""
+
+from __future__ import annotations
+
+import struct
+from zlib import crc32
+
+from iptraf_mp.decode import decode
+from iptraf_mp.model import FRAG_FIRST, FRAG_LATER, K_ICMP, K_NON_IP, K_TCP, K_UDP
+
+_PORTS = struct.Struct("!HH")
+_VLAN = frozenset((b"\x81\x00", b"\x88\xa8", b"\x91\x00", b"\x92\x00", b"\x93\x00"))
+FRAG_MAP_MAX = 16384
+
+
+def endpoint_hash(ifindex: int, a: bytes, ap: int, b: bytes, bp: int) -> int:
+    """Symmetric in its two endpoints; deterministic across processes (unlike hash())."""
+    ea = a + ap.to_bytes(2, "big")
+    eb = b + bp.to_bytes(2, "big")
+    if ea > eb:
+        ea, eb = eb, ea
+    return crc32(eb, crc32(ea, ifindex))
+
+
+class ShardPicker:
+    """Per capture process: picks shards, remembering first fragments for their followers."""
+
+    def __init__(self, nshards: int) -> None:
+        self.n = nshards
+        self.frags: dict[tuple, int] = {}  # (src, dst, proto, id) -> shard of the first fragment
+
+    def pick(self, linktype: int, data: bytes, wirelen: int, ifindex: int) -> int:
+        if self.n == 1:
+            return 0
+        if linktype == 1 and len(data) >= 34:
+            et = data[12:14]
+            off = 14
+            while et in _VLAN and len(data) >= off + 4:
+                et = data[off + 2:off + 4]
+                off += 4
+            if et == b"\x08\x00":
+                r = self._ipv4(data, off, ifindex)
+                if r >= 0:
+                    return r
+        return self._slow(linktype, data, wirelen, ifindex)
+
+    def _ipv4(self, data: bytes, off: int, ifindex: int) -> int:
+        """The common IPv4 cases; -1 hands the frame to the decoder."""
+        if len(data) < off + 20 or data[off] >> 4 != 4:
+            return -1
+        hl = (data[off] & 0x0F) << 2
+        proto = data[off + 9]
+        fragw = (data[off + 6] << 8) | data[off + 7]
+        if fragw & 0x3FFF or proto not in (6, 17):
+            return -1
+        t = off + hl
+        if len(data) < t + 4:
+            return -1
+        sport, dport = _PORTS.unpack_from(data, t)
+        h = endpoint_hash(ifindex, data[off + 12:off + 16], sport, data[off + 16:off + 20], dport)
+        return h % self.n
+
+    def _slow(self, linktype: int, data: bytes, wirelen: int, ifindex: int) -> int:
+        d = decode(linktype, data, wirelen)
+        n = self.n
+        if d.kind == K_NON_IP:
+            return crc32(d.smac or b"", ifindex) % n
+        fk = (d.src, d.dst, d.proto, d.ipid)
+        if d.frag == FRAG_LATER:
+            s = self.frags.get(fk)
+            if s is not None:
+                return s
+            # before its first fragment: no ports to go by; the addresses still pick one shard
+            return endpoint_hash(ifindex, d.src, 0, d.dst, 0) % n
+        if d.kind in (K_TCP, K_UDP):
+            s = endpoint_hash(ifindex, d.src, d.sport, d.dst, d.dport) % n
+        elif d.kind == K_ICMP and d.info is not None and d.info[2] is not None:
+            qsrc, qsport, qdst, qdport, _proto = d.info[2]
+            s = endpoint_hash(ifindex, qsrc, qsport, qdst, qdport) % n
+        else:
+            s = endpoint_hash(ifindex, d.src, 0, d.dst, 0) % n
+        if d.frag == FRAG_FIRST:
+            if len(self.frags) >= FRAG_MAP_MAX:
+                del self.frags[next(iter(self.frags))]
+            self.frags[fk] = s
+        return s

@@ -1,0 +1,84 @@
+"""What travels between the processes, apart from the packets themselves.
+
+Into a shard: batches (shards/batch.py) whose records are packets, or control records told
+apart by their interface index. Out of a shard: `Publication`s, pickled over a pipe at the
+display refresh rate, carrying only what changed since the previous one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from iptraf_mp.engine import Counter, Summary
+from iptraf_mp.tcptable import Entry, Pair
+
+# Control records in a batch: the interface index says what the record is.
+CTL_TICK = 0xFFFF  # the packet clock starts a new second at `ts` (broadcast to every shard)
+CTL_IFACE = 0xFFFE  # data = b"<ifindex>\0<linktype>\0<name>": a new interface (broadcast)
+CTL_END = 0xFFFD  # this producer has finished (broadcast)
+CTL_FLUSH = 0xFFFC  # the F key: retire closed pairs (broadcast)
+MAX_IFACES = 0xFF00
+
+
+def iface_record(ifindex: int, linktype: int, name: str) -> bytes:
+    return f"{ifindex}\0{linktype}\0{name}".encode()
+
+
+def parse_iface_record(data: bytes) -> tuple[int, int, str]:
+    idx, lt, name = data.decode("utf-8", "replace").split("\0", 2)
+    return int(idx), int(lt), name
+
+
+def entry_tuple(e: Entry) -> tuple:
+    return (e.src, e.sport, e.dst, e.dport, e.packets, e.bytes, e.last_size, e.window, e.flags,
+            e.smac, e.finsent, e.finack, e.reset, e.first_seen, e.last_seen)
+
+
+def pair_tuple(p: Pair) -> tuple:
+    return (p.id, p.iface, p.partial, p.first_seen, p.last_seen, p.closed, p.timed_out, p.end,
+            p.retired, entry_tuple(p.a), entry_tuple(p.b))
+
+
+def pair_from_tuple(t: tuple) -> Pair:
+    pid, iface, partial, first, last, closed, timed_out, end, retired, a, b = t
+    p = Pair(pid, iface, Entry(*a), Entry(*b), partial, first, last)
+    p.closed, p.timed_out, p.end, p.retired = closed, timed_out, end, retired
+    return p
+
+
+def update_pair(p: Pair, t: tuple) -> None:
+    """Refresh a mirror pair in place, keeping its screen row."""
+    (_pid, _iface, p.partial, p.first_seen, p.last_seen, p.closed, p.timed_out, p.end,
+     p.retired, a, b) = t
+    for e, v in ((p.a, a), (p.b, b)):
+        (e.src, e.sport, e.dst, e.dport, e.packets, e.bytes, e.last_size, e.window, e.flags,
+         e.smac, e.finsent, e.finack, e.reset, e.first_seen, e.last_seen) = v
+
+
+def summary_tuple(s: Summary) -> tuple:
+    return (s.frames, s.malformed) + tuple(
+        (c.packets, c.bytes) for c in (s.ip, s.tcp, s.udp, s.icmp, s.other_ip, s.non_ip))
+
+
+def summary_from_tuple(t: tuple) -> Summary:
+    frames, malformed, *cs = t
+    s = Summary(frames=frames, malformed=malformed)
+    s.ip, s.tcp, s.udp, s.icmp, s.other_ip, s.non_ip = (Counter(*c) for c in cs)
+    return s
+
+
+@dataclass(slots=True)
+class Publication:
+    shard: int
+    seq: int
+    tick_no: int  # ticks this shard has processed: groups up to here are complete
+    now: float  # the shard's packet clock
+    pairs: list[tuple] = field(default_factory=list)  # changed or new pairs (pair_tuple)
+    sealed: list[tuple[int, list[tuple]]] = field(default_factory=list)  # retired, by tick
+    lines: list[tuple] = field(default_factory=list)  # (ts, iface, Decoded) lower-window lines
+    line_count: int = 0  # lines ever made by this shard (lines may be capped per publication)
+    events: list = field(default_factory=list)  # TcpEvents for the log
+    flows: list[tuple] = field(default_factory=list)  # changed other-protocol flows
+    summary: tuple = ()  # cumulative (summary_tuple)
+    decoded: int = 0  # packets this shard has processed
+    final: bool = False  # the shard has finished: nothing follows

@@ -1,0 +1,275 @@
+"""Capture processes: read frames (a live interface or a file), pick a shard, hand over batches.
+
+Per packet they only read, hash and append to a batch; decoding is the shards' work. Control
+records (interfaces, clock ticks, end) are broadcast to every shard in stream order, so each
+shard sees the same clock at the same packet positions as a single engine would.
+"""
+
+from __future__ import annotations
+
+import select
+import signal
+import time
+from dataclasses import dataclass, field
+
+from iptraf_mp.engine import PacketClock
+
+from .batch import BatchBuilder
+from .hashing import ShardPicker
+from .protocol import CTL_END, CTL_FLUSH, CTL_IFACE, CTL_TICK, iface_record
+from .ring import Ring
+
+BATCH_PACKETS = 512
+BATCH_BYTES = 256 * 1024
+
+# Per-producer counters in a shared array (see Producer.stats).
+ST_FRAMES = 0
+ST_BYTES = 1
+ST_KERNEL_DROPS = 2
+ST_QUEUE_DROPS = 3  # batches refused by a full ring (live capture never waits)
+ST_QUEUE_DROPPED_PACKETS = 4
+ST_WAITS = 5  # a file reader waited for room (replay never drops)
+ST_DONE = 6
+ST_ERROR = 7  # 1 when the producer ended on an error (message on the error pipe)
+ST_KERNEL_RECV = 8
+NSTATS = 9
+
+
+@dataclass(slots=True)
+class ProducerConfig:
+    index: int  # which capture process: pair ids of live captures carry it
+    nshards: int
+    live: bool
+    speed: float | None = None  # replay pace; None = as fast as possible
+    iface_names: list[str] = field(default_factory=list)  # live: the one interface it reads
+    ifindex_base: int = 0  # live: this interface's global index
+    promisc: bool = True
+    buffer_bytes: int = 64 << 20  # kernel buffer: 32-64 MiB kept up at the sender's ceiling
+
+
+class Producer:
+    """The shard-facing half of a capture process: batching, broadcasting, handing over."""
+
+    def __init__(self, cfg: ProducerConfig, rings: list[Ring], stats, flush_gen,
+                 record: Ring | None = None) -> None:
+        self.cfg = cfg
+        self.rings = rings
+        self.stats = stats  # multiprocessing.Array("Q", NSTATS), shared with the supervisor
+        self.flush_gen = flush_gen  # multiprocessing.Value: bumped by the supervisor for F/resend
+        self.seen_gen = flush_gen.value if flush_gen is not None else 0
+        self.record = record
+        self.builders = [BatchBuilder() for _ in rings]
+        self.rec_builder = BatchBuilder() if record is not None else None
+        self.picker = ShardPicker(cfg.nshards)
+        self.clock = PacketClock()
+        self.ifaces: list[tuple[int, int, str]] = []  # (global index, linktype, name)
+
+    def announce(self, ifindex: int, linktype: int, name: str) -> None:
+        self.ifaces.append((ifindex, linktype, name))
+        rec = iface_record(ifindex, linktype, name)
+        for b in self.builders:
+            b.append(0, 0.0, 0, CTL_IFACE, rec)
+        if self.rec_builder is not None:
+            self.rec_builder.append(0, 0.0, 0, CTL_IFACE, rec)
+
+    def broadcast(self, ctl: int, ts: float) -> None:
+        for b in self.builders:
+            b.append(0, ts, 0, ctl, b"")
+
+    def check_control(self) -> None:
+        """The supervisor asked for a flush (F key) or for interfaces to be announced again
+        (a restarted shard knows none)."""
+        gen = self.flush_gen.value
+        if gen != self.seen_gen:
+            self.seen_gen = gen
+            for idx, lt, name in self.ifaces:
+                rec = iface_record(idx, lt, name)
+                for b in self.builders:
+                    b.append(0, 0.0, 0, CTL_IFACE, rec)
+            self.broadcast(CTL_FLUSH, 0.0)
+
+    def send(self, s: int, wait: bool) -> None:
+        b = self.builders[s]
+        if not len(b):
+            return
+        count = len(b)
+        payload = b.take()
+        ring = self.rings[s]
+        if ring.put(payload):
+            return
+        if not wait:
+            self.stats[ST_QUEUE_DROPS] += 1
+            self.stats[ST_QUEUE_DROPPED_PACKETS] += count
+            return
+        self.stats[ST_WAITS] += 1
+        while not ring.put(payload):
+            time.sleep(0.0005)
+
+    def send_all(self, wait: bool) -> None:
+        for s in range(len(self.builders)):
+            self.send(s, wait)
+        rb = self.rec_builder
+        if rb is not None and len(rb):
+            payload = rb.take()
+            # the recording is the operator's evidence: wait for the writer rather than lose it
+            while not self.record.put(payload):
+                time.sleep(0.0005)
+
+    def finish(self) -> None:
+        """Tell every shard (and the recorder) that this producer is done. Waits for room:
+        an END that never arrives would leave a shard waiting forever."""
+        self.broadcast(CTL_END, self.clock.now)
+        if self.rec_builder is not None:
+            self.rec_builder.append(0, self.clock.now, 0, CTL_END, b"")
+        self.send_all(wait=True)
+
+
+def run_file_reader(cfg: ProducerConfig, path: str, rings: list[Ring], stats, flush_gen,
+                    errors, stop, record: Ring | None = None) -> None:
+    """Replay: one reader process for the whole file; never drops (it waits for room)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from iptraf_mp.capfile import CaptureFileError, open_capture
+
+    prod = Producer(cfg, rings, stats, flush_gen, record)
+    builders = prod.builders
+    pick = prod.picker.pick
+    advance = prod.clock.advance
+    nshards = cfg.nshards
+    rec = prod.rec_builder
+    n = 0
+    nbytes = 0
+    wall0 = ts0 = None
+    try:
+        reader = open_capture(path)
+    except CaptureFileError as e:
+        errors.send(str(e))
+        stats[ST_ERROR] = 1
+        prod.finish()
+        stats[ST_DONE] = 1
+        return
+    ifaces = reader.interfaces
+    try:
+        for ts, ifidx, data, wirelen in reader:
+            n += 1
+            nbytes += wirelen
+            while len(prod.ifaces) < len(ifaces):
+                k = len(prod.ifaces)
+                prod.announce(k, ifaces[k].linktype, ifaces[k].name)
+            if advance(ts):
+                prod.broadcast(CTL_TICK, ts)
+            if cfg.speed:
+                if wall0 is None:
+                    wall0, ts0 = time.monotonic(), ts
+                delay = wall0 + (ts - ts0) / cfg.speed - time.monotonic()
+                if delay > 0.002:
+                    prod.send_all(wait=True)
+                    time.sleep(delay)
+            itf = ifaces[ifidx]
+            s = pick(itf.linktype, data, wirelen, ifidx) if nshards > 1 else 0
+            b = builders[s]
+            b.append(n, ts, wirelen, ifidx, data)
+            if rec is not None:
+                rec.append(n, ts, wirelen, ifidx, data)
+            if len(b) >= BATCH_PACKETS or b.nbytes >= BATCH_BYTES:
+                prod.send(s, wait=True)
+                stats[ST_FRAMES] = n
+                stats[ST_BYTES] = nbytes
+                prod.check_control()
+                if stop.is_set():
+                    break
+    except CaptureFileError as e:
+        errors.send(str(e))
+        stats[ST_ERROR] = 1
+    finally:
+        reader.close()
+        stats[ST_FRAMES] = n
+        stats[ST_BYTES] = nbytes
+        prod.finish()
+        stats[ST_DONE] = 1
+
+
+def open_live(name: str, promisc: bool, buffer_bytes: int):
+    """A pypcap handle set up as performance-notes.md says: buffered (not immediate), 50 ms
+    timeout, a large kernel buffer, non-blocking reads woken by select."""
+    import pcap
+
+    pc = pcap.pcap(name=name, snaplen=262144, promisc=promisc, timeout_ms=50, immediate=False,
+                   buffer_size=buffer_bytes)
+    pc.setnonblock(True)
+    return pc
+
+
+def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush_gen,
+                    errors, stop, record: Ring | None = None) -> None:
+    """Live capture on one interface until `stop` is set. Never waits for a shard: a full
+    ring drops the batch and counts it beside the kernel's drops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    prod = Producer(cfg, rings, stats, flush_gen, record)
+    ifindex = cfg.ifindex_base
+    name = cfg.iface_names[0]
+    linktype = handle.datalink()
+    prod.announce(ifindex, linktype, name)
+    pick = prod.picker.pick
+    advance = prod.clock.advance
+    builders = prod.builders
+    rec = prod.rec_builder
+    nshards = cfg.nshards
+    n = 0
+    nbytes = 0
+    shift_index = cfg.index
+    fd = handle.fileno()
+    last_stats = 0.0
+    try:
+        while not stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready:
+                for ts, buf in handle.readpkts():
+                    data = bytes(buf)
+                    wirelen = len(data)  # snaplen 256 KiB: nothing is cut
+                    n += 1
+                    nbytes += wirelen
+                    if advance(ts):
+                        prod.broadcast(CTL_TICK, ts)
+                    s = pick(linktype, data, wirelen, ifindex) if nshards > 1 else 0
+                    b = builders[s]
+                    # pair ids must be unique across capture processes
+                    b.append((n << 8) | shift_index, ts, wirelen, ifindex, data)
+                    if rec is not None:
+                        rec.append(n, ts, wirelen, ifindex, data)
+                    if len(b) >= BATCH_PACKETS or b.nbytes >= BATCH_BYTES:
+                        prod.send(s, wait=False)
+            else:
+                # a quiet wire still has a clock: timeouts must fire without packets
+                now = time.time()
+                if advance(now):
+                    prod.broadcast(CTL_TICK, now)
+            prod.check_control()
+            prod.send_all(wait=False)
+            stats[ST_FRAMES] = n
+            stats[ST_BYTES] = nbytes
+            now = time.monotonic()
+            if now - last_stats >= 1.0:
+                last_stats = now
+                _kernel_stats(handle, stats)
+    except OSError as e:
+        # the interface went away (or down): this capture ends, the others go on
+        errors.send(f"{name}: capture stopped: {e}")
+        stats[ST_ERROR] = 1
+    finally:
+        _kernel_stats(handle, stats)
+        prod.finish()
+        stats[ST_DONE] = 1
+        try:
+            handle.close()
+        except OSError:
+            pass
+
+
+def _kernel_stats(handle, stats) -> None:
+    try:
+        recv, drop, _ifdrop = handle.stats()
+    except OSError:
+        return
+    stats[ST_KERNEL_RECV] = recv
+    stats[ST_KERNEL_DROPS] = drop

@@ -1,0 +1,310 @@
+"""The main process's side of the pipeline: start, watch and stop the capture processes and
+shards, merge what the shards publish, and restart a shard that dies.
+
+Every child is forked with PR_SET_PDEATHSIG, so none outlives a crashed supervisor, and every
+shared-memory ring is unlinked on the way out (the resource tracker does it if we are killed).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+
+from iptraf_mp.engine import Settings
+from iptraf_mp.merge import Merger
+
+from .batch import decode_batch, encode_batch
+from .protocol import CTL_END, CTL_IFACE, MAX_IFACES, parse_iface_record
+from .reader import (
+    NSTATS,
+    ST_DONE,
+    ST_KERNEL_DROPS,
+    ST_QUEUE_DROPPED_PACKETS,
+    ST_QUEUE_DROPS,
+    ProducerConfig,
+    run_file_reader,
+    run_live_reader,
+)
+from .ring import Ring, cleanup_stale
+from .ringset import RingSet
+from .worker import ShardConfig, run_shard
+
+RING_BYTES = 16 << 20  # per (producer, shard): about 60 ms of a saturated 10 GbE link
+RECORD_RING_BYTES = 32 << 20
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: this child gets SIGKILL when the supervisor dies, however it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _shard_entry(cfg, rings, conn):
+    _die_with_parent()
+    run_shard(cfg, rings, conn)
+
+
+def _reader_entry(target, *args):
+    _die_with_parent()
+    target(*args)
+
+
+@dataclass(slots=True)
+class Source:
+    """What one capture process reads: a file, or an open live handle on one interface."""
+
+    path: str | None = None
+    iface: str | None = None
+    handle: object = None  # live: a pypcap handle opened before privileges were dropped
+
+
+@dataclass(slots=True)
+class RunStats:
+    kernel_drops: int = 0
+    queue_drops: int = 0  # batches
+    queue_dropped_packets: int = 0
+    shard_restarts: int = 0
+    lost_pairs: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, sources: list[Source], nshards: int, settings: Settings,
+                 refresh: float = 0.25, speed: float | None = None, record: bool = False,
+                 promisc: bool = True, keep_lines: bool = True) -> None:
+        self.sources = sources
+        self.n = nshards
+        self.settings = settings
+        self.refresh = refresh
+        self.speed = speed
+        self.promisc = promisc
+        self.keep_lines = keep_lines
+        self.ctx = mp.get_context("fork")
+        self.merger = Merger(nshards, settings.lower_lines)
+        self.stats = RunStats()
+        self.stop_event = self.ctx.Event()
+        self.flush_gen = self.ctx.Value("Q", 0, lock=False)
+        self.rings: list[list[Ring]] = []  # [producer][shard]
+        self.record_rings: list[Ring] = []
+        self.want_record = record
+        self.prod_stats = []
+        self.prod_procs: list = []
+        self.err_conns: list = []
+        self.shard_procs: list = []
+        self.shard_conns: list = []
+        self.ended_shards = 0
+        self.on_record: Callable[[int, float, bytes, int], None] | None = None
+        self.on_record_iface: Callable[[int, int, str], None] | None = None
+        self._rec_thread: threading.Thread | None = None
+        self._closed = False
+
+    # ---- start ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cleanup_stale()
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        ctx = self.ctx
+        nprod = len(self.sources)
+        for _p in range(nprod):
+            self.rings.append([Ring.create(RING_BYTES, ctx=ctx) for _s in range(self.n)])
+            if self.want_record:
+                self.record_rings.append(Ring.create(RECORD_RING_BYTES, ctx=ctx))
+        for s in range(self.n):
+            self._spawn_shard(s)
+        for p, src in enumerate(self.sources):
+            stats = ctx.Array("Q", NSTATS, lock=False)
+            self.prod_stats.append(stats)
+            rx, tx = ctx.Pipe(duplex=False)
+            self.err_conns.append(rx)
+            rec = self.record_rings[p] if self.want_record else None
+            cfg = ProducerConfig(p, self.n, live=src.path is None, speed=self.speed,
+                                 iface_names=[src.iface or ""], ifindex_base=p,
+                                 promisc=self.promisc)
+            rings = self.rings[p]
+            if src.path is not None:
+                args = (run_file_reader, cfg, src.path, rings, stats, self.flush_gen, tx,
+                        self.stop_event, rec)
+            else:
+                args = (run_live_reader, cfg, src.handle, rings, stats, self.flush_gen, tx,
+                        self.stop_event, rec)
+            proc = ctx.Process(target=_reader_entry, args=args, name=f"iptraf-mp capture {p}",
+                               daemon=True)
+            proc.start()
+            tx.close()
+            self.prod_procs.append(proc)
+        for src in self.sources:
+            if src.handle is not None:
+                # the child has its own copy; ours would only hold the socket open
+                try:
+                    src.handle.close()
+                except OSError:
+                    pass
+        if self.want_record:
+            self._rec_thread = threading.Thread(target=self._record_loop, daemon=True,
+                                                name="recorder")
+            self._rec_thread.start()
+
+    def _spawn_shard(self, s: int) -> None:
+        rx, tx = self.ctx.Pipe(duplex=False)
+        rings = RingSet([self.rings[p][s] for p in range(len(self.sources))])
+        cfg = ShardConfig(s, len(self.sources), self.settings, self.refresh, self.keep_lines)
+        proc = self.ctx.Process(target=_shard_entry, args=(cfg, rings, tx),
+                                name=f"iptraf-mp shard {s}", daemon=True)
+        proc.start()
+        tx.close()
+        if s < len(self.shard_procs):
+            self.shard_procs[s] = proc
+            self.shard_conns[s] = rx
+        else:
+            self.shard_procs.append(proc)
+            self.shard_conns.append(rx)
+
+    # ---- run -----------------------------------------------------------------------------
+
+    def poll(self, timeout: float) -> bool:
+        """Take in what the shards published for up to `timeout`; False once all are done."""
+        conns = [c for i, c in enumerate(self.shard_conns) if not self.merger.final[i]]
+        if not conns:
+            return False
+        for conn in wait(conns, timeout):
+            try:
+                pub = conn.recv()
+            except (EOFError, OSError):
+                continue  # the process died; _watch restarts it
+            self.merger.apply(pub)
+        self._watch()
+        self._collect_errors()
+        return not all(self.merger.final)
+
+    def _watch(self) -> None:
+        for s, proc in enumerate(self.shard_procs):
+            if self.merger.final[s] or proc.is_alive():
+                continue
+            proc.join(0)
+            self.stats.shard_restarts += 1
+            lost = self.merger.shard_lost(s)
+            self.stats.lost_pairs += lost
+            self.stats.errors.append(
+                f"shard {s} died (exit code {proc.exitcode}); restarted, {lost} connections lost")
+            self._spawn_shard(s)
+            # the new shard knows no interfaces: ask the readers to announce them again
+            self.flush_gen.value += 1
+        for p, proc in enumerate(self.prod_procs):
+            if proc.is_alive() or self.prod_stats[p][ST_DONE]:
+                continue
+            proc.join(0)
+            self.prod_stats[p][ST_DONE] = 1
+            name = self.sources[p].iface or self.sources[p].path
+            self.stats.errors.append(f"capture of {name} died (exit code {proc.exitcode})")
+            # The reader cannot say END any more; with it gone we are the rings' only
+            # producer, so we may say it for it, and the shards finish.
+            for ring in self.rings[p]:
+                end = encode_batch([(0, 0.0, 0, CTL_END, b"")])
+                while not ring.put(end) and any(sp.is_alive() for sp in self.shard_procs):
+                    time.sleep(0.001)
+            if self.want_record:
+                self.record_rings[p].put(encode_batch([(0, 0.0, 0, CTL_END, b"")]))
+
+    def _collect_errors(self) -> None:
+        for conn in self.err_conns:
+            try:
+                while conn.poll():
+                    self.stats.errors.append(conn.recv())
+            except (EOFError, OSError):
+                pass
+
+    def counters(self) -> RunStats:
+        st = self.stats
+        st.kernel_drops = sum(s[ST_KERNEL_DROPS] for s in self.prod_stats)
+        st.queue_drops = sum(s[ST_QUEUE_DROPS] for s in self.prod_stats)
+        st.queue_dropped_packets = sum(s[ST_QUEUE_DROPPED_PACKETS] for s in self.prod_stats)
+        st.lost_pairs = self.merger.lost_pairs
+        return st
+
+    def request_flush(self) -> None:
+        """The F key: every shard retires its closed pairs."""
+        self.flush_gen.value += 1
+        self.merger.flush()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run_to_end(self, on_ready: Callable[[list], None] | None = None) -> None:
+        while self.poll(self.refresh):
+            if on_ready is not None:
+                for group in self.merger.take_ready():
+                    on_ready(group)
+        if on_ready is not None:
+            for group in self.merger.take_ready():
+                on_ready(group)
+
+    # ---- recording -----------------------------------------------------------------------
+
+    def _record_loop(self) -> None:
+        ended = [False] * len(self.record_rings)
+        while not all(ended):
+            progressed = False
+            for p, ring in enumerate(self.record_rings):
+                if ended[p]:
+                    continue
+                buf = ring.get(0.02)
+                if buf is None:
+                    continue
+                progressed = True
+                for _n, ts, wirelen, ifindex, data in decode_batch(buf):
+                    if ifindex < MAX_IFACES:
+                        if self.on_record is not None:
+                            self.on_record(ifindex, ts, data, wirelen)
+                    elif ifindex == CTL_IFACE and self.on_record_iface is not None:
+                        self.on_record_iface(*parse_iface_record(data))
+                    elif ifindex == CTL_END:
+                        ended[p] = True
+            if not progressed and self._closed:
+                break
+
+    # ---- stop ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop everything that still runs and remove every ring. Safe to call twice."""
+        self.stop_event.set()
+        deadline = time.monotonic() + 5.0
+        for proc in self.prod_procs + self.shard_procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in self.prod_procs + self.shard_procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+        if self._rec_thread is not None:
+            self._rec_thread.join(5.0)
+        self._closed = True
+        for row in self.rings:
+            for ring in row:
+                ring.close()
+                ring.unlink()
+        for ring in self.record_rings:
+            ring.close()
+            ring.unlink()
+        self.rings = []
+        self.record_rings = []
+
+
+def default_shards() -> int:
+    """Cores minus one (the capture side needs one), at least one."""
+    return max(1, (os.cpu_count() or 2) - 1)

@@ -1,0 +1,125 @@
+"""A worker shard: runs the flow engine on its share of the packets and publishes changes.
+
+It holds the authoritative state of its connections. It reads batches from one ring per
+capture process, decodes and feeds them to its `Engine` (ticks come from the readers, so
+every shard's clock moves at the same packet positions), and every `refresh` seconds sends
+the main process a `Publication` of what changed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from iptraf_mp.decode import decode
+from iptraf_mp.engine import Engine, Settings
+
+from .batch import decode_batch
+from .protocol import (
+    CTL_END,
+    CTL_FLUSH,
+    CTL_IFACE,
+    CTL_TICK,
+    MAX_IFACES,
+    Publication,
+    pair_tuple,
+    parse_iface_record,
+    summary_tuple,
+)
+from .ringset import RingSet
+
+MAX_LINES_PER_PUBLICATION = 512  # the lower window never shows more
+
+
+@dataclass(slots=True)
+class ShardConfig:
+    index: int
+    producers: int  # how many capture processes feed this shard (END records to wait for)
+    settings: Settings
+    refresh: float = 0.25  # rule 19: 4 publications per second by default
+    keep_lines: bool = True  # publish lower-window lines (the console and the log want them)
+
+
+def run_shard(cfg: ShardConfig, rings: RingSet, conn: Connection) -> None:
+    """Process entry point. Returns when every producer has ended, after a final publication."""
+    # The supervisor alone decides when to stop; a terminal's ^C must not kill shards first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    Shard(cfg, rings, conn).run()
+
+
+class Shard:
+    def __init__(self, cfg: ShardConfig, rings: RingSet, conn: Connection) -> None:
+        self.cfg = cfg
+        self.rings = rings
+        self.conn = conn
+        self.engine = Engine(cfg.settings, auto_tick=False)
+        self.engine.tcp.dirty = set()
+        self.engine.other.dirty = set()
+        self.engine.other.keep_new = cfg.keep_lines
+        self.ifaces: dict[int, tuple[str, int]] = {}
+        self.ended = 0
+        self.seq = 0
+        self.decoded = 0
+
+    def run(self) -> None:
+        cfg = self.cfg
+        next_pub = time.monotonic() + cfg.refresh
+        while self.ended < cfg.producers:
+            buf = self.rings.get(max(0.0, next_pub - time.monotonic()))
+            if buf is not None:
+                self.process(buf)
+            if time.monotonic() >= next_pub:
+                self.publish()
+                next_pub = time.monotonic() + cfg.refresh
+        self.engine.finish()
+        self.publish(final=True)
+
+    def process(self, buf: bytes) -> None:
+        engine = self.engine
+        feed = engine.feed
+        ifaces = self.ifaces
+        n = 0
+        for frame_no, ts, wirelen, ifindex, data in decode_batch(buf):
+            if ifindex < MAX_IFACES:
+                name, lt = ifaces.get(ifindex) or (f"if{ifindex}", 1)
+                feed(ts, name, decode(lt, data, wirelen), frame_no)
+                n += 1
+            elif ifindex == CTL_TICK:
+                engine.tick(ts)
+            elif ifindex == CTL_IFACE:
+                idx, lt, name = parse_iface_record(data)
+                ifaces[idx] = (name, lt)
+            elif ifindex == CTL_END:
+                self.ended += 1
+            elif ifindex == CTL_FLUSH:
+                engine.flush()
+        self.decoded += n
+
+    def publish(self, final: bool = False) -> None:
+        engine = self.engine
+        tcp = engine.tcp
+        pairs = tcp.pairs
+        changed = [pair_tuple(pairs[pid]) for pid in tcp.dirty if pid in pairs]
+        tcp.dirty.clear()
+        sealed = [(tick, [pair_tuple(p) for p in group]) for tick, group in engine.sealed]
+        engine.sealed.clear()
+        other = engine.other
+        lines = [(ln.ts, ln.iface, ln.d) for ln in other.new_lines[-MAX_LINES_PER_PUBLICATION:]]
+        other.new_lines.clear()
+        flows = [(f.iface, f.kind, f.proto, f.src, f.dst, f.sport, f.dport, f.packets, f.bytes,
+                  f.first_seen, f.last_seen) for f in other.dirty]
+        other.dirty.clear()
+        events = tcp.events
+        tcp.events = []
+        pub = Publication(self.cfg.index, self.seq, engine.tick_no, engine.now, changed, sealed,
+                          lines, other.line_count, events, flows,
+                          summary_tuple(engine.summary), self.decoded, final)
+        self.seq += 1
+        try:
+            self.conn.send(pub)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            # the main process is gone: nobody to report to, and nothing else to do
+            os._exit(1)
