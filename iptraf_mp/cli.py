@@ -1,9 +1,15 @@
-"""The `iptraf-mp` command line. Flags follow iptraf-ng and, where they overlap, tcpdump."""
+"""The `iptraf-mp` command line. Flags follow iptraf-ng and, where they overlap, tcpdump.
+
+    iptraf-mp -i IFACE|all [options]     watch live traffic (the console, or -B)
+    iptraf-mp -r FILE [options]          watch a recording (pcap or pcapng)
+    iptraf-mp sql "SELECT ..."           query the flow history (see `iptraf-mp sql -h`)
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 
 from . import __version__
 
@@ -11,7 +17,8 @@ from . import __version__
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="iptraf-mp",
-        description="IPTraf's IP traffic monitor for multi-interface routers on many cores.",
+        description="IPTraf's IP traffic monitor for multi-interface routers on many cores. "
+                    "Query the flow history with `iptraf-mp sql`.",
     )
     src = p.add_argument_group("what to watch")
     src.add_argument("-i", dest="iface", action="append", metavar="IFACE|all",
@@ -20,21 +27,26 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-r", dest="read", metavar="FILE", help="replay a pcap or pcapng file")
     out = p.add_argument_group("output")
     out.add_argument("-B", dest="background", action="store_true",
-                     help="run without the console")
+                     help="run without the console (stop with SIGINT, SIGTERM, SIGUSR2 or -t)")
     out.add_argument("--json", metavar="OUT",
                      help="write JSON lines of TCP entries and the summary to OUT ('-' = stdout)")
-    out.add_argument("-L", dest="log", metavar="FILE", help="write iptraf-ng log lines to FILE")
-    out.add_argument("-w", dest="write", metavar="FILE", help="record captured frames to pcapng")
+    out.add_argument("-L", dest="log", metavar="FILE",
+                     help="write iptraf-ng log lines to FILE (SIGUSR1: active list, reopen)")
+    out.add_argument("-w", dest="write", metavar="FILE",
+                     help="record every captured frame to FILE (pcapng)")
     run = p.add_argument_group("run")
     run.add_argument("-t", dest="minutes", type=float, metavar="MIN",
                      help="stop after MIN minutes")
     run.add_argument("-Z", dest="user", metavar="USER",
-                     help="drop root privileges to USER after opening the capture")
+                     help="drop root privileges to USER once the capture is open")
     run.add_argument("--shards", type=int, metavar="N",
                      help="worker shards (default: cores minus one, at least 1); "
-                          "0 = run the engine in this process")
+                          "0 = the engine in this one process (replay only)")
     run.add_argument("--speed", type=float, metavar="X",
-                     help="replay at X times the recorded pace")
+                     help="replay at X times the recorded pace (default: as fast as possible "
+                          "with -B, real time with the console)")
+    run.add_argument("--refresh", type=float, default=0.25, metavar="SEC",
+                     help="display and publication interval (default 0.25 s)")
     eng = p.add_argument_group("engine")
     eng.add_argument("--tcp-timeout", type=float, default=15.0, metavar="MIN",
                      help="TCP idle timeout in minutes (default 15)")
@@ -42,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="flush closed/idle pairs every MIN minutes (default 0 = off)")
     eng.add_argument("--lower-lines", type=int, default=512, metavar="N",
                      help="lines kept in the lower window (default 512)")
+    eng.add_argument("--no-promisc", dest="promisc", action="store_false",
+                     help="do not put interfaces in promiscuous mode")
+    eng.add_argument("--mac", action="store_true", help="show source MAC addresses")
+    eng.add_argument("--kbytes", action="store_true", help="rates in kB/s instead of kbit/s")
     p.add_argument("--version", action="version", version=f"iptraf-mp {__version__}")
     return p
 
@@ -52,6 +68,11 @@ def fail(msg: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "sql":
+        from store.query import main as sql_main
+
+        return sql_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.read and args.iface:
         return fail("-i and -r cannot be used together")
@@ -59,38 +80,166 @@ def main(argv: list[str] | None = None) -> int:
         return fail("nothing to watch: give -i IFACE|all or -r FILE")
     if args.tcp_timeout <= 0:
         return fail("--tcp-timeout must be positive")
-    if args.read:
-        return run_replay(args)
-    return fail("live capture is not available in this build yet")
-
-
-def run_replay(args: argparse.Namespace) -> int:
-    from .capfile import CaptureFileError
-    from .engine import Engine, Settings
-    from .jsonout import JsonWriter
-    from .replay import finish, replay
-
-    settings = Settings(tcp_timeout=args.tcp_timeout * 60.0,
-                        persistence=args.persistence * 60.0, lower_lines=args.lower_lines)
-    engine = Engine(settings)
-    out_fh = None
-    if args.json:
-        try:
-            out_fh = sys.stdout if args.json == "-" else open(args.json, "w")  # noqa: SIM115
-        except OSError as e:
-            return fail(f"{args.json}: {e.strerror}")
-    writer = JsonWriter(out_fh) if out_fh else None
+    if args.shards is not None and args.shards < 0:
+        return fail("--shards must be 0 or more")
+    if args.shards == 0 and not args.read:
+        return fail("--shards 0 (one process) is for replay (-r) only")
+    if args.speed is not None and args.speed <= 0:
+        return fail("--speed must be positive")
+    if not args.background and not sys.stdout.isatty() and not args.json:
+        return fail("the console needs a terminal: use -B for background mode")
     try:
-        result = replay(args.read, engine, writer)
-    except CaptureFileError as e:
-        return fail(str(e))
-    if writer is not None:
-        finish(engine, writer)
-        if out_fh is not sys.stdout:
-            out_fh.close()
-    if result.error:
-        return fail(result.error, 1)
-    return 0
+        return run_monitor(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def settings_from(args: argparse.Namespace):
+    from .engine import Settings
+
+    return Settings(tcp_timeout=args.tcp_timeout * 60.0, persistence=args.persistence * 60.0,
+                    lower_lines=args.lower_lines, log_events=bool(args.log))
+
+
+def settings_comment(args: argparse.Namespace) -> str:
+    """What changes results, for the recording's section header."""
+    return (f"iptraf-mp {__version__}; tcp_timeout_min={args.tcp_timeout:g}; "
+            f"persistence_min={args.persistence:g}; promisc={int(args.promisc)}; "
+            f"snaplen=262144")
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    from .capfile import CaptureFileError, PcapngWriter, open_capture
+    from .capture import CaptureSetupError, drop_privileges, interface_names, open_handles
+    from .jsonout import JsonWriter
+    from .lines import LineOptions
+    from .log import LogError, LogWriter
+    from .monitor import Monitor
+
+    settings = settings_from(args)
+    shards = args.shards
+    if shards is None:
+        from shards.supervisor import default_shards
+
+        shards = default_shards()
+    if args.write and shards == 0:
+        shards = 1  # recording rides on the capture processes
+    # Everything the operator asked for is checked before anything starts.
+    handles = []
+    names: list[str] = []
+    if args.read:
+        try:
+            open_capture(args.read).close()
+        except CaptureFileError as e:
+            return fail(str(e))
+    else:
+        try:
+            names = interface_names(args.iface)
+            handles = open_handles(names, args.promisc, 64 << 20)
+        except CaptureSetupError as e:
+            return fail(str(e))
+    opts = LineOptions(show_mac=args.mac, kbytes=args.kbytes)
+    closers = []
+    try:
+        json_fh = None
+        if args.json:
+            if args.json == "-":
+                json_fh = sys.stdout
+            else:
+                try:
+                    json_fh = open(args.json, "w")  # noqa: SIM115
+                except OSError as e:
+                    return fail(f"cannot write {args.json}: {e.strerror}")
+                closers.append(json_fh)
+        log = None
+        if args.log:
+            try:
+                log = LogWriter(args.log, opts)
+            except LogError as e:
+                return fail(str(e))
+        recorder = None
+        if args.write:
+            try:
+                recorder = Recorder(PcapngWriter(args.write, comment=settings_comment(args)))
+            except CaptureFileError as e:
+                return fail(str(e))
+        if args.user:
+            try:
+                drop_privileges(args.user)
+            except CaptureSetupError as e:
+                return fail(str(e))
+        run = make_run(args, settings, shards, names, handles)
+        if recorder is not None:
+            run.on_record = recorder.packet
+            run.on_record_iface = recorder.interface
+        mon = Monitor(run, JsonWriter(json_fh) if json_fh else None, log, recorder,
+                      minutes=args.minutes)
+        mon.install_signals()
+        try:
+            mon.start()
+            if args.background:
+                mon.run_background()
+            else:
+                from .console import run_console
+
+                run_console(mon, args, opts)
+            mon.finish()
+        finally:
+            mon.close()
+        errors = run.counters().errors
+        for msg in errors:
+            print(f"iptraf-mp: {msg}", file=sys.stderr)
+        return 1 if errors else 0
+    finally:
+        for fh in closers:
+            fh.close()
+
+
+def make_run(args, settings, shards: int, names: list[str], handles: list):
+    if args.read and shards == 0:
+        from .localrun import LocalRun
+
+        return LocalRun(args.read, settings, args.refresh, args.speed)
+    from shards.supervisor import Pipeline, Source
+
+    if args.read:
+        sources = [Source(path=args.read)]
+    else:
+        sources = [Source(iface=n, handle=h) for n, h in zip(names, handles, strict=True)]
+    speed = args.speed
+    if speed is None and args.read and not args.background:
+        speed = 1.0  # watching a recording: real time unless asked otherwise
+    return Pipeline(sources, shards, settings, args.refresh, speed, record=bool(args.write),
+                    promisc=args.promisc)
+
+
+class Recorder:
+    """-w: frames from every capture process into one pcapng, one interface block each."""
+
+    def __init__(self, writer) -> None:
+        self.writer = writer
+        self.index: dict[int, int] = {}  # global interface index -> pcapng interface id
+        self.lock = threading.Lock()
+
+    def interface(self, ifindex: int, linktype: int, name: str) -> None:
+        with self.lock:
+            if ifindex not in self.index:
+                self.index[ifindex] = self.writer.add_interface(name, linktype)
+
+    def packet(self, ifindex: int, ts: float, data: bytes, wirelen: int) -> None:
+        with self.lock:
+            idx = self.index.get(ifindex)
+            if idx is None:
+                idx = self.index[ifindex] = self.writer.add_interface(f"if{ifindex}", 1)
+            self.writer.write(idx, ts, data, wirelen)
+
+    def flush(self) -> None:
+        with self.lock:
+            self.writer.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            self.writer.close()
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ class Merger:
         self.groups: dict[int, list[Pair]] = {}  # tick label -> retired pairs (all shards)
         self.ready: list[list[Pair]] = []  # groups complete across shards, in order
         self.lines: deque = deque(maxlen=lower_lines)
-        self.events: list = []
+        self.events: list = []  # TcpEvents, for the log (only collected with -L)
+        self.log_lines: list[OtherLine] | None = None  # every new line, when a log wants them
         self.flows: dict[tuple, FlowView] = {}
         self.changed_flows: dict[tuple, FlowView] = {}
         self.lost_pairs = 0
@@ -71,7 +72,10 @@ class Merger:
                 self.pairs.pop(t[0], None)
                 self.owner.pop(t[0], None)
         for ts, iface, d in pub.lines:
-            self.lines.append(OtherLine(ts, iface, d))
+            line = OtherLine(ts, iface, d)
+            self.lines.append(line)
+            if self.log_lines is not None:
+                self.log_lines.append(line)
         self.events.extend(pub.events)
         for f in pub.flows:
             key = f[:7]

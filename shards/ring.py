@@ -42,10 +42,12 @@ reading. Why this and not the alternatives:
   once through :class:`RingSet`. Every waited-for count is matched by a record that is already
   visible in some ring, because each producer posts only after publishing its record.
 
-The reverse direction (consumer finished reading -> producer may overwrite) is ordered only by
-the consumer storing ``tail`` after it copied the payload out. That relies on the CPU not
-making a store visible before earlier loads complete, which x86-64 guarantees (TSO); on weakly
-ordered CPUs (arm64) it is not architecturally guaranteed.
+Two orderings rest on the CPU rather than on the semaphore: the consumer stores ``tail`` only
+after copying the payload out (the producer must not overwrite bytes still being read), and a
+``RingSet`` may take a record whose ``head`` it sees before it has consumed that record's own
+count (so the head store must not overtake the data stores). x86-64 guarantees both (TSO:
+stores are seen in order, and never before earlier loads); arm64 does not architecturally, and
+Python offers no fence to add.
 
 Segment lifetime: names look like ``iptrafmp-<creator pid>-<tag>``. The creator's
 ``resource_tracker`` unlinks the segment if the whole process tree dies without calling
@@ -212,7 +214,7 @@ class Ring:
             with shm.buf[:_HEADER_BYTES].cast("Q") as hdr:
                 hdr[_W_CAPACITY] = capacity
                 hdr[_W_CREATOR_PID] = os.getpid()
-                hdr[_W_CREATOR_START] = _start_time(os.getpid()) or 0
+                hdr[_W_CREATOR_START] = max(_proc_start(os.getpid()), 0)
                 hdr[_W_MAGIC] = _MAGIC
             # The ring does its own mapping (see __init__); this one is not needed any more.
             shm.close()
@@ -344,7 +346,11 @@ class Ring:
         """
         if self._shared_wake:
             raise RingError(f"ring {self.name} shares its wake semaphore: read it via a RingSet")
-        if not _acquire(self._wait, timeout):
+        # _acquire() inlined: one Python call less per batch on the consumer's hot path.
+        if timeout is None:
+            if not self._wait():
+                return None
+        elif not (self._wait(True, timeout) if timeout > 0 else self._wait(False)):
             return None
         return self._take()
 
@@ -459,17 +465,23 @@ def _no_wake(*_args: object) -> bool:
 # --------------------------------------------------------------------------- stale segments
 
 
-def _start_time(pid: int) -> int | None:
-    """Process start time in clock ticks since boot, or None if not running (or a zombie)."""
+_DEAD = -1  # _proc_start(): no such process, or a zombie
+_UNKNOWN = -2  # _proc_start(): exists but /proc would not say more
+
+
+def _proc_start(pid: int) -> int:
+    """Process start time in clock ticks since boot, or _DEAD / _UNKNOWN."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
+    except FileNotFoundError:
+        return _DEAD
     except OSError:
-        return None
+        return _UNKNOWN  # e.g. /proc mounted with hidepid
     # The command name (field 2) may contain spaces and parentheses; fields after it do not.
     fields = stat[stat.rindex(b")") + 2 :].split()
     if fields[0] in (b"Z", b"X"):
-        return None
+        return _DEAD  # exited; its parent has not reaped it yet
     return int(fields[19])  # field 22 of proc(5), counted from field 3
 
 
@@ -480,14 +492,13 @@ def _creator_alive(pid: int, recorded_start: int) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    if not os.path.exists(f"/proc/{pid}"):
-        # /proc hidden (hidepid) or not mounted: kill() said it exists, so keep the segment.
-        return True
-    start = _start_time(pid)
-    if start is None:
+    start = _proc_start(pid)
+    if start == _DEAD:
         return False
-    # A live pid with a different start time is a reused pid: the creator is gone.
-    return not recorded_start or start == recorded_start
+    if start == _UNKNOWN or not recorded_start:
+        return True  # cannot tell: keeping a stale segment is cheaper than breaking a live one
+    # A live pid with another start time is a reused pid: the creator is gone.
+    return start == recorded_start
 
 
 def _recorded_start(path: str, pid: int) -> int:
@@ -530,5 +541,7 @@ def cleanup_stale(prefix: str = PREFIX) -> list[str]:
             os.unlink(path)
         except FileNotFoundError:
             continue  # someone else cleaned it up first
+        except PermissionError:
+            continue  # another user's segment in sticky /dev/shm: not ours to remove
         removed.append(entry)
     return removed

@@ -279,6 +279,11 @@ class Pipeline:
             if not progressed and self._closed:
                 break
 
+    def join_recorder(self, timeout: float = 10.0) -> None:
+        """Wait until the recorder has written everything the captures sent it."""
+        if self._rec_thread is not None:
+            self._rec_thread.join(timeout)
+
     # ---- stop ----------------------------------------------------------------------------
 
     def close(self) -> None:

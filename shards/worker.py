@@ -56,9 +56,7 @@ class Shard:
         self.rings = rings
         self.conn = conn
         self.engine = Engine(cfg.settings, auto_tick=False)
-        self.engine.tcp.dirty = set()
-        self.engine.other.dirty = set()
-        self.engine.other.keep_new = cfg.keep_lines
+        track_changes(self.engine, cfg.keep_lines)
         self.ifaces: dict[int, tuple[str, int]] = {}
         self.ended = 0
         self.seq = 0
@@ -99,27 +97,42 @@ class Shard:
         self.decoded += n
 
     def publish(self, final: bool = False) -> None:
-        engine = self.engine
-        tcp = engine.tcp
-        pairs = tcp.pairs
-        changed = [pair_tuple(pairs[pid]) for pid in tcp.dirty if pid in pairs]
-        tcp.dirty.clear()
-        sealed = [(tick, [pair_tuple(p) for p in group]) for tick, group in engine.sealed]
-        engine.sealed.clear()
-        other = engine.other
-        lines = [(ln.ts, ln.iface, ln.d) for ln in other.new_lines[-MAX_LINES_PER_PUBLICATION:]]
-        other.new_lines.clear()
-        flows = [(f.iface, f.kind, f.proto, f.src, f.dst, f.sport, f.dport, f.packets, f.bytes,
-                  f.first_seen, f.last_seen) for f in other.dirty]
-        other.dirty.clear()
-        events = tcp.events
-        tcp.events = []
-        pub = Publication(self.cfg.index, self.seq, engine.tick_no, engine.now, changed, sealed,
-                          lines, other.line_count, events, flows,
-                          summary_tuple(engine.summary), self.decoded, final)
+        pub = make_publication(self.engine, self.cfg.index, self.seq, self.decoded, final)
         self.seq += 1
         try:
             self.conn.send(pub)
         except (BrokenPipeError, ConnectionResetError, EOFError):
             # the main process is gone: nobody to report to, and nothing else to do
             os._exit(1)
+
+
+def make_publication(engine: Engine, index: int, seq: int, decoded: int,
+                     final: bool = False) -> Publication:
+    """What changed in `engine` since the previous call (its dirty sets and queues drain)."""
+    tcp = engine.tcp
+    pairs = tcp.pairs
+    changed = [pair_tuple(pairs[pid]) for pid in tcp.dirty if pid in pairs]
+    tcp.dirty.clear()
+    sealed = [(tick, [pair_tuple(p) for p in group]) for tick, group in engine.sealed]
+    engine.sealed.clear()
+    other = engine.other
+    # The screen shows at most the newest 512; a log file wants every line.
+    keep = other.new_lines if engine.settings.log_events else \
+        other.new_lines[-MAX_LINES_PER_PUBLICATION:]
+    lines = [(ln.ts, ln.iface, ln.d) for ln in keep]
+    other.new_lines.clear()
+    flows = [(f.iface, f.kind, f.proto, f.src, f.dst, f.sport, f.dport, f.packets, f.bytes,
+              f.first_seen, f.last_seen) for f in other.dirty]
+    other.dirty.clear()
+    events = tcp.events
+    tcp.events = []
+    return Publication(index, seq, engine.tick_no, engine.now, changed, sealed, lines,
+                       other.line_count, events, flows, summary_tuple(engine.summary), decoded,
+                       final)
+
+
+def track_changes(engine: Engine, keep_lines: bool) -> None:
+    """Make `engine` remember what changed, for make_publication."""
+    engine.tcp.dirty = set()
+    engine.other.dirty = set()
+    engine.other.keep_new = keep_lines

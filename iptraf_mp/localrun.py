@@ -1,0 +1,121 @@
+"""`--shards 0`: the whole engine in this process, behind the same interface as the pipeline.
+
+The reference against which the sharded pipeline is measured, and what tests use when they
+want one process. It publishes into a `Merger` exactly as a shard does, so everything
+downstream (JSON, log, store, export, console) cannot tell the difference.
+"""
+
+from __future__ import annotations
+
+import time
+
+from shards.supervisor import RunStats
+from shards.worker import make_publication, track_changes
+
+from .capfile import CaptureFileError, open_capture
+from .decode import decode
+from .engine import Engine, Settings
+from .merge import Merger
+
+
+class LocalRun:
+    def __init__(self, path: str, settings: Settings, refresh: float = 0.25,
+                 speed: float | None = None, keep_lines: bool = True) -> None:
+        self.path = path
+        self.settings = settings
+        self.refresh = refresh
+        self.speed = speed
+        self.engine = Engine(settings)
+        track_changes(self.engine, keep_lines)
+        self.merger = Merger(1, settings.lower_lines)
+        self.stats = RunStats()
+        self.n = 1
+        self._reader = None
+        self._iter = None
+        self._frames = 0
+        self._seq = 0
+        self._stop = False
+        self._done = False
+        self._wall0: float | None = None
+        self._ts0 = 0.0
+        self.on_record = None
+        self.on_record_iface = None
+
+    def start(self) -> None:
+        self._reader = open_capture(self.path)
+        self._iter = iter(self._reader)
+
+    def poll(self, timeout: float) -> bool:
+        """Replay for about `timeout` seconds of wall time, then publish."""
+        if self._done:
+            return False
+        engine = self.engine
+        feed = engine.feed
+        ifaces = self._reader.interfaces
+        deadline = time.monotonic() + timeout
+        n = self._frames
+        finished = self._stop
+        try:
+            while not finished:
+                for _ in range(4096):
+                    rec = next(self._iter, None)
+                    if rec is None:
+                        finished = True
+                        break
+                    ts, ifidx, data, wirelen = rec
+                    n += 1
+                    itf = ifaces[ifidx]
+                    feed(ts, itf.name, decode(itf.linktype, data, wirelen), n)
+                    if self.speed and self._pace(ts):
+                        break
+                if time.monotonic() >= deadline:
+                    break
+        except CaptureFileError as e:
+            self.stats.errors.append(str(e))
+            finished = True
+        self._frames = n
+        if finished:
+            engine.finish()
+            self._reader.close()
+        self.merger.apply(make_publication(engine, 0, self._seq, n, final=finished))
+        self._seq += 1
+        self._done = finished
+        return not finished
+
+    def _pace(self, ts: float) -> bool:
+        """--speed: sleep so that packet time runs at `speed` times wall time."""
+        now = time.monotonic()
+        if self._wall0 is None:
+            self._wall0, self._ts0 = now, ts
+            return False
+        delay = self._wall0 + (ts - self._ts0) / self.speed - now
+        if delay > 0.002:
+            time.sleep(min(delay, self.refresh))
+            return True
+        return False
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def request_flush(self) -> None:
+        self.engine.flush()
+        self.merger.flush()
+
+    def counters(self) -> RunStats:
+        return self.stats
+
+    def run_to_end(self, on_ready=None) -> None:
+        while self.poll(self.refresh):
+            if on_ready is not None:
+                for group in self.merger.take_ready():
+                    on_ready(group)
+        if on_ready is not None:
+            for group in self.merger.take_ready():
+                on_ready(group)
+
+    def join_recorder(self) -> None:
+        """Nothing to wait for: -w always runs the pipeline."""
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
