@@ -58,8 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not put interfaces in promiscuous mode")
     eng.add_argument("--mac", action="store_true", help="show source MAC addresses")
     eng.add_argument("--kbytes", action="store_true", help="rates in kB/s instead of kbit/s")
+    for ext in extensions():
+        ext.add_arguments(p)
     p.add_argument("--version", action="version", version=f"iptraf-mp {__version__}")
     return p
+
+
+def extensions() -> list:
+    """Modules that add their own flags and sinks: each has add_arguments(parser) and
+    make_sink(args) -> sink or None (raising SinkError with a one-line message)."""
+    from store import cli as store_cli
+
+    from . import console, export
+
+    return [console, store_cli, export]
+
+
+class SinkError(Exception):
+    """A sink cannot start (a one-line reason)."""
 
 
 def fail(msg: str, code: int = 2) -> int:
@@ -168,12 +184,21 @@ def run_monitor(args: argparse.Namespace) -> int:
                 drop_privileges(args.user)
             except CaptureSetupError as e:
                 return fail(str(e))
+        sinks = []
+        for ext in extensions():
+            try:
+                sink = ext.make_sink(args)
+            except SinkError as e:
+                return fail(str(e))
+            if sink is not None:
+                sinks.append(sink)
+                closers.append(sink)
         run = make_run(args, settings, shards, names, handles)
         if recorder is not None:
             run.on_record = recorder.packet
             run.on_record_iface = recorder.interface
         mon = Monitor(run, JsonWriter(json_fh) if json_fh else None, log, recorder,
-                      minutes=args.minutes)
+                      sinks=sinks, minutes=args.minutes)
         mon.install_signals()
         try:
             mon.start()
@@ -191,8 +216,8 @@ def run_monitor(args: argparse.Namespace) -> int:
             print(f"iptraf-mp: {msg}", file=sys.stderr)
         return 1 if errors else 0
     finally:
-        for fh in closers:
-            fh.close()
+        for obj in closers:
+            obj.close()
 
 
 def make_run(args, settings, shards: int, names: list[str], handles: list):

@@ -38,6 +38,23 @@ class FlowView:
     last_seen: float
 
 
+class ChangeFeed:
+    """One consumer's view of what changed since it last looked (the store and the IPFIX
+    exporter each have one, so neither steals the other's changes)."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[int, Pair] = {}  # changed, still in the engine
+        self.retired: list[Pair] = []  # left the engine (final state), in release order
+        self.flows: dict[tuple, FlowView] = {}
+
+    def take(self) -> tuple[list[Pair], list[Pair], list[FlowView]]:
+        out = (list(self.pairs.values()), self.retired, list(self.flows.values()))
+        self.pairs = {}
+        self.retired = []
+        self.flows = {}
+        return out
+
+
 class Merger:
     def __init__(self, nshards: int, lower_lines: int = 512) -> None:
         self.n = nshards
@@ -57,7 +74,7 @@ class Merger:
         self.events: list = []  # TcpEvents, for the log (only collected with -L)
         self.log_lines: list[OtherLine] | None = None  # every new line, when a log wants them
         self.flows: dict[tuple, FlowView] = {}
-        self.changed_flows: dict[tuple, FlowView] = {}
+        self.feeds: list[ChangeFeed] = []
         self.lost_pairs = 0
         self.ignore_ticks: set[int] = set()  # shards restarted: their tick counts mean nothing
 
@@ -84,7 +101,8 @@ class Merger:
                 fv = self.flows[key] = FlowView(*f)
             else:
                 fv.packets, fv.bytes, fv.first_seen, fv.last_seen = f[7:]
-            self.changed_flows[key] = fv
+            for feed in self.feeds:
+                feed.flows[key] = fv
         self.line_counts[sh] = pub.line_count
         self.summaries[sh] = summary_from_tuple(pub.summary)
         self.ticks[sh] = pub.tick_no
@@ -106,6 +124,8 @@ class Merger:
             update_pair(p, t)
         if p.closed:
             self.display.mark_closed(p)
+        for feed in self.feeds:
+            feed.pairs[pid] = p
         return p
 
     def _release(self) -> None:
@@ -118,7 +138,19 @@ class Merger:
         for tick in sorted(k for k in self.groups if k < done):
             group = self.groups.pop(tick)
             group.sort(key=lambda p: p.id)
-            self.ready.append(group)
+            self._released(group)
+
+    def _released(self, group: list[Pair]) -> None:
+        self.ready.append(group)
+        for feed in self.feeds:
+            for p in group:
+                feed.pairs.pop(p.id, None)
+            feed.retired.extend(group)
+
+    def subscribe(self) -> ChangeFeed:
+        feed = ChangeFeed()
+        self.feeds.append(feed)
+        return feed
 
     def shard_lost(self, shard: int) -> int:
         """A shard died: its pairs' last published state is all there is. They retire now,
@@ -133,7 +165,7 @@ class Merger:
             p.retired = True
             group.append(p)
         if group:
-            self.ready.append(group)
+            self._released(group)
         self.lost_pairs += len(group)
         self.ignore_ticks.add(shard)
         # its restarted successor counts from zero: what it had published still counts

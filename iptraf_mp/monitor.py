@@ -31,12 +31,17 @@ class Monitor:
         self.json = json
         self.log = log
         self.recorder = recorder
-        self.sinks = sinks or []  # objects with .update(monitor) and .finish(monitor)
+        # Sinks (the store, IPFIX export) have attach(monitor) (called here, before anything
+        # runs, e.g. to subscribe to the merger's changes), update(monitor) after every step,
+        # finish(monitor) at the end and close().
+        self.sinks = sinks or []
         self.flags = Flags()
         self.deadline = time.monotonic() + minutes * 60 if minutes else None
         self.started = time.time()
         if log is not None:
             self.merger.log_lines = []
+        for sink in self.sinks:
+            sink.attach(self)
 
     def install_signals(self) -> None:
         def stop(signum, _frame):

@@ -1,0 +1,11 @@
+"""Placeholder until this part lands: adds no flags and no sink."""
+
+from __future__ import annotations
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def make_sink(args):
+    return None
