@@ -77,6 +77,7 @@ class Pair:
     end: str = END_OPEN
     lru_sec: int = 0  # the packet-clock second of its last reordering in an idle list
     retired: bool = False
+    ended: bool = False  # by FIN, RST or ICMP: only a SYN starts a new pair on its ports
 
 
 def entry_state(pair: Pair, e: Entry) -> str:
@@ -193,69 +194,70 @@ class TcpTable:
 
     def packet(self, ts: float, iface: str, d: Decoded, pair_id: int) -> bool:
         """Account one TCP packet; True when it belonged to (or created) a pair."""
-        if d.frag == FRAG_LATER:
+        # The hot path: one unpack instead of a dozen named-field lookups.
+        (_k, _v, size, src, dst, _p, sport, dport, flags, seq, ack, win, paylen, frag, _id,
+         smac, _dmac, _info, _bad) = d
+        if frag == FRAG_LATER:
             return self._later_fragment(ts, d)
-        pair = self.live.get((iface, d.src, d.sport, d.dst, d.dport))
-        ended = pair is not None and pair.end not in (END_OPEN, END_TIMEOUT)
-        if pair is None or (ended and d.flags & TH_SYN):
-            flags = d.flags
+        pair = self.live.get((iface, src, sport, dst, dport))
+        if pair is None or (pair.ended and flags & TH_SYN):
             # rule 2: only a SYN or data creates a pair; a RST never does
-            if flags & TH_RST or not (flags & TH_SYN or d.paylen > 0):
+            if flags & TH_RST or not (flags & TH_SYN or paylen > 0):
                 return False
             if pair is not None:
                 self._retire(pair)  # a new connection on the same ports: the old one is done
             pair = self._create(ts, iface, d, pair_id)
-            ended = False
         a = pair.a
-        if a.sport == d.sport and a.src == d.src and a.dport == d.dport and a.dst == d.dst:
+        # a's source is this packet's source, unless both ends are the same socket address
+        if a.sport == sport and a.src == src:
             e, o = a, pair.b
         else:
             e, o = pair.b, a
-        size = d.iplen
-        if d.smac != e.smac:
+        if smac != e.smac:
             if self.log_events and e.smac is not None:
                 ev = self._event("mac", ts, pair, e, o, size)
-                ev.mac, ev.old_mac = d.smac, e.smac
-            e.smac = d.smac
+                ev.mac, ev.old_mac = smac, e.smac
+            e.smac = smac
         if e.packets == 0:
             e.first_seen = ts
-            if self.log_events and not d.flags & TH_RST:
-                self._event("first", ts, pair, e, o, size, syn=bool(d.flags & TH_SYN))
+            if self.log_events and not flags & TH_RST:
+                self._event("first", ts, pair, e, o, size, syn=bool(flags & TH_SYN))
         e.packets += 1
         e.bytes += size
         e.last_size = size
-        e.window = d.win
-        e.flags = d.flags
+        e.window = win
+        e.flags = flags
         e.last_seen = ts
         pair.last_seen = ts
         if self.dirty is not None:
             self.dirty.add(pair.id)
-        if d.frag == FRAG_FIRST:
+        if frag == FRAG_FIRST:
             self._first_fragment(ts, d, pair, e)
         sec = int(ts)
         if sec > pair.lru_sec:
-            lru = self.ended_lru if ended else self.stale_lru if pair.timed_out else self.open_lru
+            lru = (self.ended_lru if pair.ended else self.stale_lru if pair.timed_out
+                   else self.open_lru)
             del lru[pair.id]
             lru[pair.id] = pair
             pair.lru_sec = sec
-        if ended:
+        if pair.ended:
             # A late ACK or retransmission after FIN/RST: still this connection's (tshark
             # counts it so too), so it counts here, but the pair stays ended.
             return True
-        if d.flags & (TH_ACK | TH_FIN | TH_RST):
-            self._state(ts, pair, e, o, d, size)
+        if flags & (TH_ACK | TH_FIN | TH_RST):
+            self._state(ts, pair, e, o, flags, seq, ack, size)
         return True
 
-    def _state(self, ts: float, pair: Pair, e: Entry, o: Entry, d: Decoded, size: int) -> None:
+    def _state(self, ts: float, pair: Pair, e: Entry, o: Entry, flags: int, seq: int, ack: int,
+               size: int) -> None:
         # The order is iptraf-ng's (behaviour section 1): ack of the peer's FIN, FIN, RST.
-        flags = d.flags
-        if flags & TH_ACK and o.finsent == 1 and d.seq == o.finack:
+        if flags & TH_ACK and o.finsent == 1 and seq == o.finack:
             o.finsent = 2
             if self.log_events:
                 self._event("finack", ts, pair, e, o, size)
         if flags & TH_FIN and e.finsent == 0:
             e.finsent = 1
-            e.finack = d.ack
+            e.finack = ack
             if self.log_events:
                 self._event("fin", ts, pair, e, o, size)
             if o.packets == 0:
@@ -283,10 +285,11 @@ class TcpTable:
 
     def _end(self, pair: Pair, end: str) -> None:
         """The connection ended (FIN, RST, ICMP): its row becomes reusable (rule 8)."""
-        if pair.end not in (END_OPEN, END_TIMEOUT):
+        if pair.ended:
             return
         (self.stale_lru if pair.timed_out else self.open_lru).pop(pair.id, None)
         pair.end = end
+        pair.ended = True
         pair.closed = True
         if self.dirty is not None:
             self.dirty.add(pair.id)
@@ -314,7 +317,7 @@ class TcpTable:
         if proto != 6:
             return False
         pair = self.live.get((iface, src, sport, dst, dport))
-        if pair is None or pair.end not in (END_OPEN, END_TIMEOUT):
+        if pair is None or pair.ended:
             return False
         pair.a.reset = pair.b.reset = True
         self._end(pair, END_ICMP)

@@ -36,20 +36,20 @@ def entry_tuple(e: Entry) -> tuple:
 
 def pair_tuple(p: Pair) -> tuple:
     return (p.id, p.iface, p.partial, p.first_seen, p.last_seen, p.closed, p.timed_out, p.end,
-            p.retired, entry_tuple(p.a), entry_tuple(p.b))
+            p.retired, p.ended, entry_tuple(p.a), entry_tuple(p.b))
 
 
 def pair_from_tuple(t: tuple) -> Pair:
-    pid, iface, partial, first, last, closed, timed_out, end, retired, a, b = t
+    pid, iface, partial, first, last, closed, timed_out, end, retired, ended, a, b = t
     p = Pair(pid, iface, Entry(*a), Entry(*b), partial, first, last)
-    p.closed, p.timed_out, p.end, p.retired = closed, timed_out, end, retired
+    p.closed, p.timed_out, p.end, p.retired, p.ended = closed, timed_out, end, retired, ended
     return p
 
 
 def update_pair(p: Pair, t: tuple) -> None:
     """Refresh a mirror pair in place, keeping its screen row."""
     (_pid, _iface, p.partial, p.first_seen, p.last_seen, p.closed, p.timed_out, p.end,
-     p.retired, a, b) = t
+     p.retired, p.ended, a, b) = t
     for e, v in ((p.a, a), (p.b, b)):
         (e.src, e.sport, e.dst, e.dport, e.packets, e.bytes, e.last_size, e.window, e.flags,
          e.smac, e.finsent, e.finack, e.reset, e.first_seen, e.last_seen) = v
