@@ -122,10 +122,12 @@ class CaptureFileError(Exception):
 
 @dataclass(slots=True)
 class Interface:
-    name: str
-    linktype: int
-    snaplen: int
-    fcs_len: int = 0
+    """One capture interface; packets refer to it by its index in ``interfaces``."""
+
+    name: str  # pcapng if_name, else f"if{index}"
+    linktype: int  # LINKTYPE_* value (low 16 bits of the pcap link-type field)
+    snaplen: int  # 0 in pcapng means "no limit"
+    fcs_len: int = 0  # bytes of FCS at the end of each frame, when the file says so
 
 
 def _reason(err: BaseException) -> str:
@@ -146,7 +148,8 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
     """
     name = os.fspath(path)
     try:
-        raw = open(name, "rb", buffering=0)  # noqa: SIM115 - owned by the reader
+        # Unbuffered: we read in big chunks ourselves, a buffer would only copy.
+        raw = open(name, "rb", buffering=0)
     except FileNotFoundError:
         raise CaptureFileError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -574,9 +577,7 @@ class PcapngWriter:
         self.path = os.fspath(path)
         self._ninterfaces = 0
         try:
-            self._file: BinaryIO | None = open(  # noqa: SIM115 - closed by close()
-                self.path, "wb", buffering=_WRITE_BUFFER
-            )
+            self._file: BinaryIO | None = open(self.path, "wb", buffering=_WRITE_BUFFER)
         except OSError as err:
             raise CaptureFileError(
                 f"{self.path}: cannot open for writing: {_reason(err)}"
@@ -628,12 +629,20 @@ class PcapngWriter:
         total = _EPB_FIXED + caplen + (-caplen & 3)
         if total > 0xFFFFFFFF:
             raise ValueError(f"frame of {caplen} bytes is too large for pcapng")
-        head = _W_EPB_HEAD.pack(
-            _EPB, total, ifindex, usec >> 32, usec & 0xFFFFFFFF, caplen, wirelen
-        )
-        self._put(head)
-        self._put(data)
-        self._put(_W_PAD[caplen & 3] + _W_U32.pack(total))
+        f = self._file
+        if f is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        try:
+            # Three writes into the buffered file beat concatenating the frame.
+            f.write(
+                _W_EPB_HEAD.pack(
+                    _EPB, total, ifindex, usec >> 32, usec & 0xFFFFFFFF, caplen, wirelen
+                )
+            )
+            f.write(data)
+            f.write(_W_PAD[caplen & 3] + _W_U32.pack(total))
+        except OSError as err:
+            raise CaptureFileError(f"{self.path}: write failed: {_reason(err)}") from None
 
     def flush(self) -> None:
         if self._file is None:

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="flush closed/idle pairs every MIN minutes (default 0 = off)")
     eng.add_argument("--lower-lines", type=int, default=512, metavar="N",
                      help="lines kept in the lower window (default 512)")
+    eng.add_argument("--max-connections", type=int, default=1_000_000, metavar="N",
+                     help="track at most N TCP pairs (default 1M); beyond, the oldest closed "
+                          "or timed-out pairs are evicted, then new ones are only counted")
+    eng.add_argument("--syn-warn", type=int, default=500, metavar="N",
+                     help="warn when a destination has N or more unanswered SYN entries "
+                          "(a SYN flood or a port scan; default 500)")
     eng.add_argument("--no-promisc", dest="promisc", action="store_false",
                      help="do not put interfaces in promiscuous mode")
     eng.add_argument("--mac", action="store_true", help="show source MAC addresses")
@@ -100,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--shards must be 0 or more")
     if args.shards == 0 and not args.read:
         return fail("--shards 0 (one process) is for replay (-r) only")
+    if args.max_connections < 1:
+        return fail("--max-connections must be at least 1")
     if args.speed is not None and args.speed <= 0:
         return fail("--speed must be positive")
     if not args.background and not sys.stdout.isatty() and not args.json:
@@ -114,7 +122,8 @@ def settings_from(args: argparse.Namespace):
     from .engine import Settings
 
     return Settings(tcp_timeout=args.tcp_timeout * 60.0, persistence=args.persistence * 60.0,
-                    lower_lines=args.lower_lines, log_events=bool(args.log))
+                    lower_lines=args.lower_lines, log_events=bool(args.log),
+                    max_pairs=args.max_connections)
 
 
 def settings_comment(args: argparse.Namespace) -> str:
@@ -179,6 +188,8 @@ def run_monitor(args: argparse.Namespace) -> int:
                 recorder = Recorder(PcapngWriter(args.write, comment=settings_comment(args)))
             except CaptureFileError as e:
                 return fail(str(e))
+        # Made before -Z: building it imports and creates what USER might not be allowed to
+        run = make_run(args, settings, shards, names, handles)
         if args.user:
             try:
                 drop_privileges(args.user)
@@ -193,7 +204,6 @@ def run_monitor(args: argparse.Namespace) -> int:
             if sink is not None:
                 sinks.append(sink)
                 closers.append(sink)
-        run = make_run(args, settings, shards, names, handles)
         if recorder is not None:
             run.on_record = recorder.packet
             run.on_record_iface = recorder.interface
@@ -211,7 +221,14 @@ def run_monitor(args: argparse.Namespace) -> int:
             mon.finish()
         finally:
             mon.close()
-        errors = run.counters().errors
+        counters = run.counters()
+        errors = counters.errors
+        if names and args.background:
+            # -B has no screen: without this line the drops (the kernel's, from pcap stats(),
+            # and the full queues') would be shown nowhere
+            print(f"iptraf-mp: {mon.merger.summary().frames} frames counted; dropped: "
+                  f"{counters.kernel_drops} by the kernel, {counters.queue_dropped_packets} "
+                  f"on full queues", file=sys.stderr)
         for msg in errors:
             print(f"iptraf-mp: {msg}", file=sys.stderr)
         return 1 if errors else 0

@@ -32,6 +32,7 @@ class Summary:
     other_ip: Counter = field(default_factory=Counter)
     non_ip: Counter = field(default_factory=Counter)
     malformed: int = 0
+    untracked: int = 0  # new TCP connections not tracked: the table was full (floods)
 
     def to_json(self) -> dict:
         def c(x: Counter) -> dict:
@@ -39,11 +40,13 @@ class Summary:
 
         return {"type": "summary", "frames": self.frames, "ip": c(self.ip), "tcp": c(self.tcp),
                 "udp": c(self.udp), "icmp": c(self.icmp), "other_ip": c(self.other_ip),
-                "non_ip": c(self.non_ip), "malformed": self.malformed}
+                "non_ip": c(self.non_ip), "malformed": self.malformed,
+                "untracked": self.untracked}
 
     def merge(self, other: Summary) -> None:
         self.frames += other.frames
         self.malformed += other.malformed
+        self.untracked += other.untracked
         for name in ("ip", "tcp", "udp", "icmp", "other_ip", "non_ip"):
             mine, theirs = getattr(self, name), getattr(other, name)
             mine.packets += theirs.packets
@@ -58,6 +61,7 @@ class Settings:
     persistence: float = 0.0  # rule 9, seconds between automatic flushes; 0 = off
     lower_lines: int = 512  # rule 13
     log_events: bool = False  # collect rule 20 events and lines for a log file
+    max_pairs: int = 1_000_000  # --max-connections (per engine: shards share it out)
 
 
 class PacketClock:
@@ -98,7 +102,8 @@ class Engine:
 
     def __init__(self, settings: Settings | None = None, auto_tick: bool = True) -> None:
         self.settings = s = settings or Settings()
-        self.tcp = TcpTable(timeout=s.tcp_timeout, log_events=s.log_events)
+        self.tcp = TcpTable(timeout=s.tcp_timeout, log_events=s.log_events,
+                            max_pairs=s.max_pairs)
         self.other = OtherTable(max_lines=s.lower_lines, keep_new=s.log_events)
         self.summary = Summary()
         self.now = 0.0  # monotonic packet clock
@@ -169,8 +174,13 @@ class Engine:
             self.sealed.append((self.tick_no, sorted(retired, key=lambda p: p.id)))
             self.tcp.retired = []
 
+    def sync_counters(self) -> None:
+        """Counters kept by the tables, into the summary (before it is read)."""
+        self.summary.untracked = self.tcp.untracked
+
     def finish(self) -> None:
         """End of the run: everything still in the engine retires, as the last group."""
+        self.sync_counters()
         self._seal()
         self.tcp.retire_all()
         self._seal()

@@ -68,6 +68,8 @@ class Merger:
         self.clock = [0.0] * nshards
         self.decoded = [0] * nshards
         self.line_counts = [0] * nshards
+        self.halfopen: list[list[tuple]] = [[] for _ in range(nshards)]
+        self.evicted = [0] * nshards
         self.groups: dict[int, list[Pair]] = {}  # tick label -> retired pairs (all shards)
         self.ready: list[list[Pair]] = []  # groups complete across shards, in order
         self.lines: deque = deque(maxlen=lower_lines)
@@ -108,6 +110,8 @@ class Merger:
         self.ticks[sh] = pub.tick_no
         self.clock[sh] = pub.now
         self.decoded[sh] = pub.decoded
+        self.halfopen[sh] = pub.halfopen
+        self.evicted[sh] = pub.evicted
         if pub.final:
             self.final[sh] = True
         self._release()
@@ -179,6 +183,16 @@ class Merger:
         for s in self.summaries:
             total.merge(s)
         return total
+
+    def syn_flood(self, threshold: int) -> list[tuple[str, bytes, int]]:
+        """Destinations with at least `threshold` lone SYNs (S---, unanswered): the seed's
+        sign of a SYN flood or a port scan. One destination may be spread over shards."""
+        total: dict[tuple, int] = {}
+        for top in self.halfopen:
+            for iface, dst, n in top:
+                total[(iface, dst)] = total.get((iface, dst), 0) + n
+        hits = [(k[0], k[1], n) for k, n in total.items() if n >= threshold]
+        return sorted(hits, key=lambda t: -t[2])
 
     @property
     def line_count(self) -> int:

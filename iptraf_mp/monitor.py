@@ -38,6 +38,7 @@ class Monitor:
         self.flags = Flags()
         self.deadline = time.monotonic() + minutes * 60 if minutes else None
         self.started = time.time()
+        self._saved_signals: dict = {}
         if log is not None:
             self.merger.log_lines = []
         for sink in self.sinks:
@@ -54,8 +55,8 @@ class Monitor:
             self.flags.usr1 = True
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
-            signal.signal(sig, stop)
-        signal.signal(signal.SIGUSR1, usr1)
+            self._saved_signals[sig] = signal.signal(sig, stop)
+        self._saved_signals[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, usr1)
 
     def start(self) -> None:
         if self.log is not None:
@@ -108,3 +109,7 @@ class Monitor:
 
     def close(self) -> None:
         self.run.close()
+        # in-process callers (tests, embedding) get their own handlers back
+        for sig, handler in self._saved_signals.items():
+            signal.signal(sig, handler)
+        self._saved_signals.clear()

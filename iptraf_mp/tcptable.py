@@ -78,6 +78,15 @@ class Pair:
     lru_sec: int = 0  # the packet-clock second of its last reordering in an idle list
     retired: bool = False
     ended: bool = False  # by FIN, RST or ICMP: only a SYN starts a new pair on its ports
+    halfopen: bool = False  # created by a SYN that nothing has answered yet
+
+
+def conn_key(iface: str, src: bytes, sport: int, dst: bytes, dport: int) -> tuple:
+    """One key for both directions (the lower endpoint first): half the keys of one per
+    direction, for the price of a comparison."""
+    if src < dst or (src == dst and sport <= dport):
+        return (iface, src, sport, dst, dport)
+    return (iface, dst, dport, src, sport)
 
 
 def entry_state(pair: Pair, e: Entry) -> str:
@@ -172,7 +181,7 @@ class TcpTable:
     log_events: bool = False
     display: SlotList = field(default_factory=SlotList)
     pairs: dict[int, Pair] = field(default_factory=dict)  # every pair not yet retired
-    # both directions' keys -> the latest pair on them, until it retires
+    # conn_key -> the latest pair on those addresses and ports, until it retires
     live: dict[tuple, Pair] = field(default_factory=dict)
     # idle lists, least recently active first (reordered at most once per clock second)
     open_lru: dict[int, Pair] = field(default_factory=dict)  # open: for the timeout
@@ -184,6 +193,14 @@ class TcpTable:
     frag_pending: dict[tuple, list] = field(default_factory=dict)  # before the first fragment
     frag_seen: dict[tuple, float] = field(default_factory=dict)
     created: int = 0
+    macs: dict[bytes, bytes] = field(default_factory=dict)
+    # Floods: at most max_pairs pairs; then the oldest ended, then timed-out ones are evicted,
+    # and when none is left new connections are counted (summary) but not tracked.
+    max_pairs: int = 1_000_000
+    untracked: int = 0
+    evicted: int = 0
+    # The seed's SYN-flood sign: pairs still at a lone SYN (S---, no answer), per destination.
+    halfopen: dict[tuple, int] = field(default_factory=dict)
     dirty: set[int] | None = None  # ids of pairs changed since the last publication, if wanted
 
     @property
@@ -199,25 +216,32 @@ class TcpTable:
          smac, _dmac, _info, _bad) = d
         if frag == FRAG_LATER:
             return self._later_fragment(ts, d)
-        pair = self.live.get((iface, src, sport, dst, dport))
+        key = conn_key(iface, src, sport, dst, dport)
+        pair = self.live.get(key)
         if pair is None or (pair.ended and flags & TH_SYN):
             # rule 2: only a SYN or data creates a pair; a RST never does
             if flags & TH_RST or not (flags & TH_SYN or paylen > 0):
                 return False
             if pair is not None:
                 self._retire(pair)  # a new connection on the same ports: the old one is done
-            pair = self._create(ts, iface, d, pair_id)
+            if len(self.pairs) >= self.max_pairs and not self._make_room():
+                self.untracked += 1
+                return False
+            pair = self._create(ts, iface, d, pair_id, key)
         a = pair.a
         # a's source is this packet's source, unless both ends are the same socket address
         if a.sport == sport and a.src == src:
             e, o = a, pair.b
         else:
             e, o = pair.b, a
+        if pair.halfopen and e is pair.b:
+            self._answered(pair)  # the peer spoke: no longer a lone SYN
         if smac != e.smac:
             if self.log_events and e.smac is not None:
                 ev = self._event("mac", ts, pair, e, o, size)
                 ev.mac, ev.old_mac = smac, e.smac
-            e.smac = smac
+            # a router sees few MACs: one object each instead of one per entry
+            e.smac = self.macs.setdefault(smac, smac) if len(self.macs) < 65536 else smac
         if e.packets == 0:
             e.first_seen = ts
             if self.log_events and not flags & TH_RST:
@@ -271,15 +295,18 @@ class TcpTable:
         elif e.finsent == 2 and o.finsent == 2:
             self._end(pair, END_FIN)
 
-    def _create(self, ts: float, iface: str, d: Decoded, pair_id: int) -> Pair:
+    def _create(self, ts: float, iface: str, d: Decoded, pair_id: int, key: tuple) -> Pair:
         a = Entry(d.src, d.sport, d.dst, d.dport)
         b = Entry(d.dst, d.dport, d.src, d.sport)
         pair = Pair(pair_id, iface, a, b, not d.flags & TH_SYN, ts, ts, lru_sec=int(ts))
         self.display.add(pair)
         self.pairs[pair_id] = pair
-        self.live[(iface, d.src, d.sport, d.dst, d.dport)] = pair
-        self.live[(iface, d.dst, d.dport, d.src, d.sport)] = pair
+        self.live[key] = pair
         self.open_lru[pair_id] = pair
+        if d.flags & (TH_SYN | TH_ACK) == TH_SYN:
+            pair.halfopen = True
+            hk = (iface, d.dst)
+            self.halfopen[hk] = self.halfopen.get(hk, 0) + 1
         self.created += 1
         return pair
 
@@ -287,6 +314,8 @@ class TcpTable:
         """The connection ended (FIN, RST, ICMP): its row becomes reusable (rule 8)."""
         if pair.ended:
             return
+        if pair.halfopen:
+            self._answered(pair)
         (self.stale_lru if pair.timed_out else self.open_lru).pop(pair.id, None)
         pair.end = end
         pair.ended = True
@@ -301,22 +330,41 @@ class TcpTable:
         if pair.retired:
             return
         pair.retired = True
+        if pair.halfopen:
+            self._answered(pair)
         a = pair.a
-        for key in ((pair.iface, a.src, a.sport, a.dst, a.dport),
-                    (pair.iface, a.dst, a.dport, a.src, a.sport)):
-            if self.live.get(key) is pair:
-                del self.live[key]
+        key = conn_key(pair.iface, a.src, a.sport, a.dst, a.dport)
+        if self.live.get(key) is pair:
+            del self.live[key]
         for lru in (self.open_lru, self.ended_lru, self.stale_lru):
             lru.pop(pair.id, None)
         del self.pairs[pair.id]
         self.retired.append(pair)
+
+    def _answered(self, pair: Pair) -> None:
+        pair.halfopen = False
+        hk = (pair.iface, pair.a.dst)
+        n = self.halfopen.get(hk, 0) - 1
+        if n > 0:
+            self.halfopen[hk] = n
+        else:
+            self.halfopen.pop(hk, None)
+
+    def _make_room(self) -> bool:
+        """The table is full: evict the oldest ended pair, else the oldest timed-out one."""
+        for lru in (self.ended_lru, self.stale_lru):
+            if lru:
+                self._retire(lru[next(iter(lru))])
+                self.evicted += 1
+                return True
+        return False
 
     def icmp_unreachable(self, ts: float, iface: str, quoted: tuple) -> bool:
         """Rule 6: an ICMP/ICMPv6 destination unreachable quoting a live pair resets it."""
         src, sport, dst, dport, proto = quoted
         if proto != 6:
             return False
-        pair = self.live.get((iface, src, sport, dst, dport))
+        pair = self.live.get(conn_key(iface, src, sport, dst, dport))
         if pair is None or pair.ended:
             return False
         pair.a.reset = pair.b.reset = True

@@ -56,13 +56,13 @@ def update_pair(p: Pair, t: tuple) -> None:
 
 
 def summary_tuple(s: Summary) -> tuple:
-    return (s.frames, s.malformed) + tuple(
+    return (s.frames, s.malformed, s.untracked) + tuple(
         (c.packets, c.bytes) for c in (s.ip, s.tcp, s.udp, s.icmp, s.other_ip, s.non_ip))
 
 
 def summary_from_tuple(t: tuple) -> Summary:
-    frames, malformed, *cs = t
-    s = Summary(frames=frames, malformed=malformed)
+    frames, malformed, untracked, *cs = t
+    s = Summary(frames=frames, malformed=malformed, untracked=untracked)
     s.ip, s.tcp, s.udp, s.icmp, s.other_ip, s.non_ip = (Counter(*c) for c in cs)
     return s
 
@@ -81,4 +81,6 @@ class Publication:
     flows: list[tuple] = field(default_factory=list)  # changed other-protocol flows
     summary: tuple = ()  # cumulative (summary_tuple)
     decoded: int = 0  # packets this shard has processed
+    halfopen: list[tuple] = field(default_factory=list)  # top (iface, dst, lone SYNs)
+    evicted: int = 0
     final: bool = False  # the shard has finished: nothing follows

@@ -8,6 +8,7 @@ the main process a `Publication` of what changed.
 
 from __future__ import annotations
 
+import heapq
 import os
 import signal
 import time
@@ -32,6 +33,7 @@ from .protocol import (
 from .ringset import RingSet
 
 MAX_LINES_PER_PUBLICATION = 512  # the lower window never shows more
+HALFOPEN_TOP = 16  # destinations with the most lone SYNs, per publication
 
 
 @dataclass(slots=True)
@@ -126,9 +128,12 @@ def make_publication(engine: Engine, index: int, seq: int, decoded: int,
     other.dirty.clear()
     events = tcp.events
     tcp.events = []
+    engine.sync_counters()
+    top = heapq.nlargest(HALFOPEN_TOP, tcp.halfopen.items(), key=lambda kv: kv[1])
     return Publication(index, seq, engine.tick_no, engine.now, changed, sealed, lines,
                        other.line_count, events, flows, summary_tuple(engine.summary), decoded,
-                       final)
+                       halfopen=[(k[0], k[1], n) for k, n in top], evicted=tcp.evicted,
+                       final=final)
 
 
 def track_changes(engine: Engine, keep_lines: bool) -> None:

@@ -14,6 +14,22 @@ CORPUS = SHARED / "corpus"
 FIXTURES = ROOT / "fixtures"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_dirs(tmp_path_factory):
+    """Tests never touch the user's data or config (the flow store's default database, the
+    console's config file): both point into a temporary directory for the whole session."""
+    base = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("XDG_DATA_HOME", "XDG_CONFIG_HOME")}
+    os.environ["XDG_DATA_HOME"] = str(base / "data")
+    os.environ["XDG_CONFIG_HOME"] = str(base / "config")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def corpus_files(folder: str) -> list[Path]:
     d = CORPUS / folder
     if not d.is_dir():
