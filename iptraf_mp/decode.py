@@ -95,7 +95,7 @@ _new = tuple.__new__
 
 def decode(linktype: int, data: bytes, wirelen: int) -> Decoded:
     """Decode one captured frame. Never raises."""
-    if linktype == 1 and len(data) >= 54 and data[14] == 0x45 and data[12:14] == b"\x08\x00":
+    if linktype == 1 and len(data) >= 54 and data[14] == 0x45 and data[12] == 8 and not data[13]:
         (
             dmac,
             smac,

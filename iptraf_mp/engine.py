@@ -66,27 +66,22 @@ class Settings:
 
 class PacketClock:
     """Decides where the clock ticks in a packet stream: at the first packet, and at each
-    packet that carries the clock into a new second. The single-process engine and the
-    shard reader share it, so shards tick at exactly the packets one engine would."""
+    packet that carries the clock into a new second. The single-process engine (which
+    inlines this in `Engine.feed`) and the shard reader share it, so shards tick at exactly
+    the packets one engine would."""
 
-    __slots__ = ("now", "_next", "_started")
+    __slots__ = ("now", "next")
 
     def __init__(self) -> None:
-        self.now = 0.0
-        self._next = 0.0
-        self._started = False
+        self.now = float("-inf")
+        self.next = float("-inf")
 
     def advance(self, ts: float) -> bool:
         if ts > self.now:
             self.now = ts
-            if ts >= self._next or not self._started:
-                self._started = True
-                self._next = float(int(ts) + 1)
+            if ts >= self.next:
+                self.next = float(int(ts) + 1)
                 return True
-        elif not self._started:
-            self._started = True
-            self._next = float(int(ts) + 1)
-            return True
         return False
 
 
@@ -115,10 +110,17 @@ class Engine:
 
     def feed(self, ts: float, iface: str, d: Decoded, frame_no: int) -> None:
         """Account one decoded frame. `frame_no` names any pair this frame creates."""
-        if self.clock is not None and self.clock.advance(ts):
-            self.tick(ts)
-        elif ts > self.now:
-            self.now = ts
+        clock = self.clock
+        if clock is None:
+            if ts > self.now:
+                self.now = ts
+        elif ts > clock.now:
+            clock.now = ts  # PacketClock.advance, inlined
+            if ts >= clock.next:
+                clock.next = float(int(ts) + 1)
+                self.tick(ts)
+            else:
+                self.now = ts
         s = self.summary
         s.frames += 1
         kind = d[0]  # indexing: cheaper than the named fields on the hot path

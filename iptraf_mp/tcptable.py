@@ -216,7 +216,11 @@ class TcpTable:
          smac, _dmac, _info, _bad) = d
         if frag == FRAG_LATER:
             return self._later_fragment(ts, d)
-        key = conn_key(iface, src, sport, dst, dport)
+        # conn_key(), inlined: this runs for every TCP packet
+        if src < dst or (src == dst and sport <= dport):
+            key = (iface, src, sport, dst, dport)
+        else:
+            key = (iface, dst, dport, src, sport)
         pair = self.live.get(key)
         if pair is None or (pair.ended and flags & TH_SYN):
             # rule 2: only a SYN or data creates a pair; a RST never does
@@ -268,7 +272,8 @@ class TcpTable:
             # A late ACK or retransmission after FIN/RST: still this connection's (tshark
             # counts it so too), so it counts here, but the pair stays ended.
             return True
-        if flags & (TH_ACK | TH_FIN | TH_RST):
+        # A plain ACK changes no state unless it may acknowledge the peer's FIN.
+        if flags & (TH_FIN | TH_RST) or o.finsent == 1:
             self._state(ts, pair, e, o, flags, seq, ack, size)
         return True
 
