@@ -428,7 +428,7 @@ def test_rule13_udp_line_with_ports_and_icmp_unreachable_extra():
         "ICMP; cva; 56 bytes; from 10.0.0.2 to 10.0.0.1; dest unrch (port)")
 
 
-def test_rule13_tcp_log_events_in_iptraf_ng_formats():
+def test_rule20_tcp_log_events_in_iptraf_ng_formats():
     r = Run(log_events=True)
     handshake(r, 10.0)
     close(r, 12.0)
@@ -503,3 +503,31 @@ def test_rule15_keys_move_bar_switch_window_quit_pause_help():
         st = ViewState()
         handle_key(st, key, 0, 1, 0, 1)
         assert st.quit, key
+
+
+# ---- rule 20 ---------------------------------------------------------------------------------
+
+def test_rule20_log_file_from_a_replay(tmp_path):
+    """-L writes iptraf-ng's lines: `<ctime>; <message>`, started/stopped markers, TCP events
+    and lower-window lines, flushed per line."""
+    from iptraf_mp.cli import main
+
+    from .conftest import FIXTURES
+
+    log = tmp_path / "ip.log"
+    assert main(["-r", str(FIXTURES / "handshake_close.pcap"), "-B", "--no-db", "-L",
+                 str(log)]) == 0
+    lines = log.read_text().splitlines()
+    msgs = [ln.split("; ", 1)[1] for ln in lines if "; " in ln]
+    assert msgs[0] == "******** IP traffic monitor started ********"
+    assert msgs[-1] == "******** IP traffic monitor stopped ********"
+    assert lines[-1] != "" or log.read_text().endswith("\n\n")
+    first = [m for m in msgs if m.endswith("first packet (SYN)")]
+    assert len(first) == 2  # once per direction, the SYN-ACK says "(SYN)" too
+    fin = [m for m in msgs if "; FIN sent; " in m]
+    assert len(fin) == 2 and all("avg flow rate" in m for m in fin)
+    assert sum(m.endswith("; FIN acknowleged") for m in msgs) == 2
+    for ln in lines:
+        if ln:
+            stamp = ln.split("; ", 1)[0]
+            assert len(stamp.split()) == 5  # ctime(): "Thu Nov 26 03:19:34 2026"
