@@ -8,6 +8,7 @@ downstream (JSON, log, store, export, console) cannot tell the difference.
 from __future__ import annotations
 
 import time
+from itertools import islice
 
 from shards.supervisor import RunStats
 from shards.worker import make_publication, track_changes
@@ -55,19 +56,24 @@ class LocalRun:
         deadline = time.monotonic() + timeout
         n = self._frames
         finished = self._stop
+        speed = self.speed
         try:
             while not finished:
-                for _ in range(4096):
-                    rec = next(self._iter, None)
-                    if rec is None:
-                        finished = True
-                        break
-                    ts, ifidx, data, wirelen = rec
+                # (name, link type) per interface index; pcapng may add interfaces as it goes
+                known = [(i.name, i.linktype) for i in ifaces]
+                count = 0
+                for ts, ifidx, data, wirelen in islice(self._iter, 4096):
+                    count += 1
                     n += 1
-                    itf = ifaces[ifidx]
-                    feed(ts, itf.name, decode(itf.linktype, data, wirelen), n)
-                    if self.speed and self._pace(ts):
+                    if ifidx >= len(known):
+                        known = [(i.name, i.linktype) for i in ifaces]
+                    name, lt = known[ifidx]
+                    feed(ts, name, decode(lt, data, wirelen), n)
+                    if speed and self._pace(ts):
                         break
+                else:
+                    if count < 4096:
+                        finished = True
                 if time.monotonic() >= deadline:
                     break
         except CaptureFileError as e:
