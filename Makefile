@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := libpcap-dev tshark tcpdump tmux iptraf-ng nfdump tcpreplay iproute2 procps
+APT_PACKAGES := libpcap-dev tshark tcpdump tmux iptraf-ng nfdump tcpreplay iproute2 procps sqlite3
 STAMP := $(VENV)/.installed
 
 .PHONY: all deps venv run test lint bench fuzz clean
@@ -30,8 +30,16 @@ $(STAMP): pyproject.toml
 
 venv: deps $(STAMP)
 
+# Live on every interface; without the right to capture (root or CAP_NET_RAW) it says so in
+# one line and shows the demo recording instead, so a first run always shows the monitor.
 run: venv
-	$(BIN)/iptraf-mp -i all
+	@if $(BIN)/python -c 'import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW).close()' \
+	    2>/dev/null; then \
+	  exec $(BIN)/iptraf-mp -i all; \
+	else \
+	  echo "iptraf-mp: no permission to capture (run as root or give $(BIN)/python CAP_NET_RAW): showing the demo recording fixtures/demo.pcapng"; \
+	  exec $(BIN)/iptraf-mp -r fixtures/demo.pcapng; \
+	fi
 
 lint: venv
 	$(BIN)/ruff check .
