@@ -186,10 +186,13 @@ def tcp_event_log(ev: TcpEvent, opts: LineOptions) -> str:
     """The log message (without the time prefix) for one TCP event."""
     src = f"{host(ev.src, opts)}:{port_text(ev.sport, 'tcp', opts)}"
     dst = f"{host(ev.dst, opts)}:{port_text(ev.dport, 'tcp', opts)}"
-    age = max(1.0, ev.rate_age)
-    rate = fmt_rate(ev.bytes / age, opts.kbytes)
+    # iptraf-ng: bcount / max(1, time(NULL) - conn_starttime), both whole seconds and an
+    # integer division; with packet times (ts - rate_age is first_seen exactly: both are
+    # close doubles, so the subtractions are exact)
+    age = max(1, int(ev.ts) - int(ev.ts - ev.rate_age))
+    rate = fmt_rate(ev.bytes // age, opts.kbytes)
     if ev.kind == "timeout":
-        orate = fmt_rate(ev.opp_bytes / age, opts.kbytes)
+        orate = fmt_rate(ev.opp_bytes // age, opts.kbytes)
         return (f"TCP; Connection {src} to {dst} timed out, {ev.packets} packets, {ev.bytes} "
                 f"bytes, avg flow rate {rate}; opposite direction {ev.opp_packets} packets, "
                 f"{ev.opp_bytes} bytes, avg flow rate {orate}")
@@ -205,7 +208,7 @@ def tcp_event_log(ev: TcpEvent, opts: LineOptions) -> str:
     if ev.kind == "finack":
         return head + "FIN acknowleged"  # sic: iptraf-ng's spelling, which parsers expect
     if ev.kind == "reset":
-        orate = fmt_rate(ev.opp_bytes / age, opts.kbytes)
+        orate = fmt_rate(ev.opp_bytes // age, opts.kbytes)
         return head + (f"Connection reset; {ev.packets} packets, {ev.bytes} bytes, avg flow "
                        f"rate {rate}; opposite direction {ev.opp_packets} packets, "
                        f"{ev.opp_bytes} bytes; avg flow rate {orate}")

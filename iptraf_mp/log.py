@@ -66,7 +66,8 @@ class LogWriter:
             if pair.closed or pair.retired:
                 continue
             for e in (pair.a, pair.b):
-                if e.finsent or e.reset or not e.packets:
+                # as iptraf-ng, also a direction not seen yet (0 packets, 0 bytes)
+                if e.finsent or e.reset:
                     continue
                 self.write(now, f"TCP; {pair.iface}; active; from {fmt_addr(e.src)}:{e.sport} "
                                 f"to {fmt_addr(e.dst)}:{e.dport}; {e.packets} packets, "
