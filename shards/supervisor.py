@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 
 from iptraf_mp.engine import Settings
@@ -39,6 +39,7 @@ from .worker import ShardConfig, run_shard
 RING_BYTES = 16 << 20  # per (producer, shard): about 60 ms of a saturated 10 GbE link
 RECORD_RING_BYTES = 32 << 20
 PR_SET_PDEATHSIG = 1
+STOP_GRACE = 30.0  # s from stop() to the last shard's final publication, at most
 
 
 def _die_with_parent() -> None:
@@ -50,13 +51,25 @@ def _die_with_parent() -> None:
         pass
 
 
-def _shard_entry(cfg, rings, conn):
+def _close_handles(handles: list) -> None:
+    """A forked child holds copies of every capture socket; the ones it does not read
+    would otherwise stay open (and in promiscuous mode) as long as it lives."""
+    for h in handles:
+        try:
+            h.close()
+        except OSError:
+            pass
+
+
+def _shard_entry(cfg, rings, conn, foreign):
     _die_with_parent()
+    _close_handles(foreign)
     run_shard(cfg, rings, conn)
 
 
-def _reader_entry(target, *args):
+def _reader_entry(foreign, target, *args):
     _die_with_parent()
+    _close_handles(foreign)
     target(*args)
 
 
@@ -108,6 +121,8 @@ class Pipeline:
         self.on_record_iface: Callable[[int, int, str], None] | None = None
         self._rec_thread: threading.Thread | None = None
         self._closed = False
+        self._started = False  # our copies of the capture handles are closed from then on
+        self._stop_at: float | None = None  # when stop() was first asked
 
     # ---- start ---------------------------------------------------------------------------
 
@@ -136,7 +151,7 @@ class Pipeline:
             rec = self.record_rings[p] if self.want_record else None
             cfg = ProducerConfig(p, self.n, live=src.path is None, speed=self.speed,
                                  iface_names=[src.iface or ""], ifindex_base=p,
-                                 promisc=self.promisc)
+                                 promisc=self.promisc, producers=nprod)
             rings = self.rings[p]
             if src.path is not None:
                 args = (run_file_reader, cfg, src.path, rings, stats, self.flush_gen, tx,
@@ -144,18 +159,15 @@ class Pipeline:
             else:
                 args = (run_live_reader, cfg, src.handle, rings, stats, self.flush_gen, tx,
                         self.stop_event, rec)
-            proc = ctx.Process(target=_reader_entry, args=args, name=f"iptraf-mp capture {p}",
-                               daemon=True)
+            foreign = [o.handle for o in self.sources if o.handle is not None and o is not src]
+            proc = ctx.Process(target=_reader_entry, args=(foreign, *args),
+                               name=f"iptraf-mp capture {p}", daemon=True)
             proc.start()
             tx.close()
             self.prod_procs.append(proc)
-        for src in self.sources:
-            if src.handle is not None:
-                # the child has its own copy; ours would only hold the socket open
-                try:
-                    src.handle.close()
-                except OSError:
-                    pass
+        # the children have their own copies; ours would only hold the sockets open
+        _close_handles([src.handle for src in self.sources if src.handle is not None])
+        self._started = True
         if self.want_record:
             self._rec_thread = threading.Thread(target=self._record_loop, daemon=True,
                                                 name="recorder")
@@ -164,8 +176,11 @@ class Pipeline:
     def _spawn_shard(self, s: int) -> None:
         rx, tx = self.ctx.Pipe(duplex=False)
         rings = RingSet([self.rings[p][s] for p in range(len(self.sources))])
-        cfg = ShardConfig(s, len(self.sources), self.settings, self.refresh, self.keep_lines)
-        proc = self.ctx.Process(target=_shard_entry, args=(cfg, rings, tx),
+        # --max-connections is for the whole monitor: each shard holds its share
+        share = replace(self.settings, max_pairs=max(1, -(-self.settings.max_pairs // self.n)))
+        cfg = ShardConfig(s, len(self.sources), share, self.refresh, self.keep_lines)
+        foreign = [o.handle for o in self.sources if o.handle is not None and not self._started]
+        proc = self.ctx.Process(target=_shard_entry, args=(cfg, rings, tx, foreign),
                                 name=f"iptraf-mp shard {s}", daemon=True)
         proc.start()
         tx.close()
@@ -191,11 +206,37 @@ class Pipeline:
             self.merger.apply(pub)
         self._watch()
         self._collect_errors()
+        if self._stop_at is not None and time.monotonic() - self._stop_at > STOP_GRACE:
+            self._give_up()
         return not all(self.merger.final)
+
+    def _give_up(self) -> None:
+        """Asked to stop long ago and some shard still has not finished (it waits for an END
+        that will never come, say): a second ^C must not be needed, so it is killed and its
+        connections are reported as lost, as if it had died."""
+        for s, proc in enumerate(self.shard_procs):
+            if self.merger.final[s]:
+                continue
+            proc.kill()
+            proc.join(1.0)
+            self._drain(s)
+            if self.merger.final[s]:
+                continue
+            lost = self.merger.shard_lost(s)
+            self.merger.final[s] = True
+            self.stats.errors.append(f"shard {s} did not stop within {STOP_GRACE:g} s; "
+                                     f"killed, {lost} connections lost")
+        self.merger._release()  # groups that waited for the killed shards' ticks
 
     def _watch(self) -> None:
         for s, proc in enumerate(self.shard_procs):
             if self.merger.final[s] or proc.is_alive():
+                continue
+            # A shard that finished normally exits right after sending its final publication;
+            # if it exited between our wait() and here, that publication is still in its pipe.
+            self._drain(s)
+            if self.merger.final[s]:
+                proc.join(0)
                 continue
             proc.join(0)
             self.stats.shard_restarts += 1
@@ -203,6 +244,13 @@ class Pipeline:
             self.stats.lost_pairs += lost
             self.stats.errors.append(
                 f"shard {s} died (exit code {proc.exitcode}); restarted, {lost} connections lost")
+            # A finished producer says END once; if the dead shard took it (its ring is
+            # empty, END being its last record), the successor would wait for it forever.
+            # The producer writes no more, so we are that ring's only writer now.
+            for p in range(len(self.prod_procs)):
+                ring = self.rings[p][s]
+                if self.prod_stats[p][ST_DONE] and not ring._readable():
+                    ring.put(encode_batch([(0, 0.0, 0, CTL_END, b"")]))
             self._spawn_shard(s)
             # the new shard knows no interfaces: ask the readers to announce them again
             self.flush_gen.value += 1
@@ -221,6 +269,15 @@ class Pipeline:
                     time.sleep(0.001)
             if self.want_record:
                 self.record_rings[p].put(encode_batch([(0, 0.0, 0, CTL_END, b"")]))
+
+    def _drain(self, s: int) -> None:
+        """Apply whatever shard `s` published and we have not read yet."""
+        conn = self.shard_conns[s]
+        try:
+            while not self.merger.final[s] and conn.poll(0):
+                self.merger.apply(conn.recv())
+        except (EOFError, OSError):
+            pass  # the rest of a message cut short by the shard's death is lost with it
 
     def _collect_errors(self) -> None:
         for conn in self.err_conns:
@@ -244,6 +301,8 @@ class Pipeline:
         self.merger.flush()
 
     def stop(self) -> None:
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
         self.stop_event.set()
 
     def run_to_end(self, on_ready: Callable[[list], None] | None = None) -> None:
