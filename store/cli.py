@@ -1,11 +1,58 @@
-"""Placeholder until this part lands: adds no flags and no sink."""
+"""The monitor's flow-store flags (`--db`, `--no-db`, `--checkpoint`) and its sink."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import sqlite3
+import sys
+from pathlib import Path
 
-def add_arguments(parser) -> None:
-    pass
+from .checkpoint import DEFAULT_INTERVAL, SessionInfo, StoreSink, open_session
+from .schema import SchemaError, default_db_path
 
 
-def make_sink(args):
-    return None
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("flow store (query it with `iptraf-mp sql`)")
+    g.add_argument("--db", metavar="PATH",
+                   help=f"SQLite file for the flow history (default: {default_db_path()})")
+    g.add_argument("--no-db", dest="no_db", action="store_true",
+                   help="do not write the flow history")
+    g.add_argument("--checkpoint", type=float, default=DEFAULT_INTERVAL, metavar="SEC",
+                   help=f"write what changed every SEC seconds and at exit "
+                        f"(default {DEFAULT_INTERVAL:g}; 0 = at every refresh)")
+
+
+def session_info(args: argparse.Namespace) -> SessionInfo:
+    settings = {
+        "tcp_timeout_min": args.tcp_timeout, "persistence_min": args.persistence,
+        "lower_lines": args.lower_lines, "promisc": bool(args.promisc),
+        "shards": args.shards, "speed": args.speed, "refresh": args.refresh,
+        "checkpoint": args.checkpoint,
+    }
+    if args.read:
+        return SessionInfo("replay", os.path.abspath(args.read), [], settings)
+    names = [n for spec in (args.iface or []) for n in spec.split(",") if n]
+    return SessionInfo("live", None, names, settings)
+
+
+def make_sink(args: argparse.Namespace) -> StoreSink | None:
+    from iptraf_mp.cli import SinkError
+
+    if getattr(args, "no_db", False):
+        if args.db:
+            raise SinkError("--db and --no-db cannot be used together")
+        return None
+    if args.checkpoint < 0:
+        raise SinkError("--checkpoint must be 0 or more seconds")
+    path = Path(args.db).expanduser() if args.db else default_db_path()
+    try:
+        sid = open_session(path, session_info(args))
+    except SchemaError as e:
+        raise SinkError(f"flow store {path}: {e}") from None
+    except OSError as e:
+        raise SinkError(f"cannot open the flow store {path}: {e.strerror or e}") from None
+    except sqlite3.Error as e:
+        raise SinkError(f"cannot open the flow store {path}: {e}") from None
+    print(f"iptraf-mp: flow store: {path} (session {sid})", file=sys.stderr, flush=True)
+    return StoreSink(path, sid, args.checkpoint)

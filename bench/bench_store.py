@@ -1,0 +1,185 @@
+"""Benchmark the flow store (issue 4).
+
+    python bench/bench_store.py [--connections 10000,100000] [--packets 200000] [--repeat 5]
+                                [--per-connection 50] [--checkpoint 5,1]
+
+1. Checkpoint cost: N connections changed since the previous checkpoint (N = 10k, 100k).
+   Times the snapshot in the monitor's thread and the transaction in the writer thread, for
+   a first checkpoint (every connection new: inserts) and a second (every connection
+   changed: updates), and reports rows per second (connection rows + delta rows).
+   Target: a 100k-row checkpoint under 1 s.
+2. Replay throughput with the store on versus `--no-db`, in the same run, on a capture made
+   by bench/gen_capture.py, in one process (`--shards 0`) and with the pipeline. Runs
+   alternate between the modes so that the machine's other load hits them alike. Reported:
+   the best wall time of --repeat runs, and the median CPU time of the monitor and all its
+   processes (steadier on a busy machine). Target: the store costs at most 15 % of the
+   throughput. (Not run in CI: `python bench/bench_store.py`.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from iptraf_mp.engine import Summary  # noqa: E402
+from iptraf_mp.tcptable import Entry, Pair  # noqa: E402
+from shards.supervisor import RunStats  # noqa: E402
+from store.checkpoint import SessionInfo, StoreSink, open_session  # noqa: E402
+
+
+class _Feed:
+    def __init__(self) -> None:
+        self.changed: list[Pair] = []
+
+    def take(self):
+        out, self.changed = self.changed, []
+        return out, [], []
+
+
+class _Merger:
+    now = 1_700_000_000.0
+
+    def summary(self) -> Summary:
+        return Summary()
+
+
+class _Run:
+    def counters(self) -> RunStats:
+        return RunStats()
+
+
+class _Monitor:
+    merger = _Merger()
+    run = _Run()
+
+
+def make_pairs(n: int) -> list[Pair]:
+    pairs = []
+    for i in range(n):
+        c = (0x0A000000 + i).to_bytes(4, "big")
+        s = (0xC0A80000 + i % 5000).to_bytes(4, "big")
+        cp, sp = 1024 + i % 60000, 443
+        t = 1_700_000_000.0 + i * 1e-3
+        a = Entry(c, cp, s, sp, packets=5, bytes=2000, flags=0x18, smac=b"\x02\0\0\0\0\1",
+                  first_seen=t, last_seen=t + 1)
+        b = Entry(s, sp, c, cp, packets=4, bytes=6000, flags=0x10, smac=b"\x02\0\0\0\0\2",
+                  first_seen=t, last_seen=t + 1)
+        pairs.append(Pair(i + 1, "eth0", a, b, False, t, t + 1))
+    return pairs
+
+
+def checkpoint_cost(n: int, tmp: Path) -> list[tuple[str, float, float, int]]:
+    db = tmp / f"ckpt-{n}.db"
+    sid = open_session(db, SessionInfo("live", None, ["eth0"]))
+    sink = StoreSink(db, sid, interval=3600.0, report=lambda m: print("  store:", m))
+    feed = _Feed()
+    sink.feed = feed
+    mon = _Monitor()
+    pairs = make_pairs(n)
+    results = []
+    for label in ("new", "changed"):
+        if label == "changed":
+            # as in real traffic: what changed in a checkpoint has its latest packet in the
+            # last interval (the default 5 s), whenever the connection began
+            now = 1_700_000_000.0 + n * 1e-3
+            for i, p in enumerate(pairs):
+                p.a.packets += 3
+                p.a.bytes += 1500
+                p.b.packets += 2
+                p.b.bytes += 3000
+                p.last_seen = p.a.last_seen = p.b.last_seen = now + 5.0 * i / n
+        feed.changed = list(pairs)
+        done = sink.writer.committed
+        t0 = time.perf_counter()
+        sink.checkpoint(mon)
+        snap = time.perf_counter() - t0
+        while sink.writer.committed == done:
+            time.sleep(0.001)
+        write = sink.writer.last_write
+        rows = 2 * n  # a connection row and a delta row each
+        results.append((label, snap, write, rows))
+    sink.close()
+    return results
+
+
+def replay_time(cap: Path, extra: list[str]) -> tuple[float, float]:
+    """Wall time, and CPU time of the monitor and all its processes (what the store costs
+    even when other work on the machine makes wall times jump)."""
+    cmd = [sys.executable, "-m", "iptraf_mp.cli", "-r", str(cap), "-B", "--json", os.devnull,
+           *extra]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--connections", default="10000,100000")
+    ap.add_argument("--packets", type=int, default=200_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--per-connection", type=int, default=50,
+                    help="packets per TCP connection in the capture (gen_capture.py's default "
+                         "mix is 50; fewer means more connections to store per packet)")
+    ap.add_argument("--checkpoint", default="5,1",
+                    help="checkpoint intervals to try with the store on (seconds)")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as d:
+        tmp = Path(d)
+        print("checkpoint cost (N connections changed since the previous checkpoint)")
+        print(f"  {'N':>7} {'kind':<8} {'snapshot s':>10} {'write s':>8} {'rows/s':>10}")
+        for n in (int(x) for x in a.connections.split(",") if x.strip() not in ("", "0")):
+            for label, snap, write, rows in checkpoint_cost(n, tmp):
+                ok = "" if n < 100_000 or snap + write < 1.0 else "  (target < 1 s missed)"
+                print(f"  {n:>7} {label:<8} {snap:>10.3f} {write:>8.3f} "
+                      f"{rows / write:>10,.0f}{ok}")
+        cap = tmp / "bench.pcap"
+        subprocess.run([sys.executable, str(ROOT / "bench" / "gen_capture.py"), str(cap),
+                        "--packets", str(a.packets), "--connections",
+                        str(max(100, a.packets // a.per_connection))], check=True, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)
+        print(f"\nreplay throughput, {a.packets:,} packets, {a.per_connection} per TCP "
+              f"connection, {a.repeat} runs each (target: the store costs <= 15 %)")
+        for shards in (["--shards", "0"], []):
+            name = "one process" if shards else "pipeline (default shards)"
+            modes = {"--no-db": ["--no-db"]}
+            for c in a.checkpoint.split(","):
+                modes[f"store, --checkpoint {c}"] = ["--checkpoint", c]
+            walls: dict[str, list[float]] = {m: [] for m in modes}
+            cpus: dict[str, list[float]] = {m: [] for m in modes}
+            for r in range(a.repeat):
+                for i, (m, extra) in enumerate(modes.items()):
+                    db = ["--db", str(tmp / f"replay-{r}-{i}.db")] if m != "--no-db" else []
+                    wall, cpu = replay_time(cap, [*shards, *extra, *db])
+                    walls[m].append(wall)
+                    cpus[m].append(cpu)
+            base_wall = min(walls["--no-db"])
+            base_cpu = statistics.median(cpus["--no-db"])
+            print(f"  {name}")
+            print(f"    {'':<26} {'best wall':>9} {'packets/s':>10} {'cost':>7}   "
+                  f"{'median CPU':>10} {'cost':>7}")
+            for m in modes:
+                wall, cpu = min(walls[m]), statistics.median(cpus[m])
+                # throughput lost: 1 - (packets/s with the store) / (packets/s without)
+                wc, cc = 1 - base_wall / wall, 1 - base_cpu / cpu
+                note = "" if m == "--no-db" else f"{wc:>7.1%}"
+                cnote = "" if m == "--no-db" else f"{cc:>7.1%}"
+                print(f"    {m:<26} {wall:>8.2f}s {a.packets / wall:>10,.0f} {note:>7}   "
+                      f"{cpu:>9.2f}s {cnote:>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""The flow store's SQLite schema: created and migrated with sqlite-utils.
+
+One file holds the history of every run (a *session*). Pair ids restart at every run, so a
+connection is keyed by (session_id, pair_id); other-protocol flows by (session_id, flow_id).
+Addresses are text, formatted as in the `--json` output. Times are Unix seconds: packet
+times (`first_seen`, `last_seen`, `ts`, `packet_time`) come from the capture, so a replay's
+rows carry the time of the recording; `started`, `ended` and `wall_time` are the wall clock.
+
+`schema_version` in the `meta` table says which migrations have run; `migrate()` applies the
+missing ones in one immediate transaction, so two monitors starting at once cannot both do it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+SCHEMA_VERSION = 1
+PAIR_ID_BITS = 44  # tcp_connections.id = session_id << 44 | pair_id
+
+
+class SchemaError(Exception):
+    """The file cannot be used as a flow store (a one-line reason)."""
+
+
+def default_db_path() -> Path:
+    """`$XDG_DATA_HOME/iptraf-mp/flows.db`, else `~/.local/share/iptraf-mp/flows.db`."""
+    base = os.environ.get("XDG_DATA_HOME", "")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "share"
+    return root / "iptraf-mp" / "flows.db"
+
+
+def create_private(path: Path) -> None:
+    """Create the database file (and its folder) readable by its owner only, before SQLite
+    opens it: flow history says who talked to whom. SQLite gives the -wal and -shm files
+    the main file's mode. An existing file is left as it is."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
+def connect(path: Path | str, timeout: float = 10.0) -> sqlite3.Connection:
+    """A read-write connection with the settings every writer uses."""
+    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    # NORMAL in WAL mode: a commit is whole or absent after any crash of the process (what
+    # issue 4 asks: SIGKILL at any moment) and the file is never corrupted; only a power cut
+    # may lose the last checkpoints. FULL would fsync the WAL at every commit, which for a
+    # 100k-connection checkpoint (30 MB of WAL) costs a large part of the 1 s budget.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    # A 100k-row checkpoint makes the WAL big; do not keep it that big afterwards.
+    conn.execute("PRAGMA journal_size_limit = 67108864")
+    conn.execute("PRAGMA cache_size = -32768")
+    return conn
+
+
+def enable_wal(conn: sqlite3.Connection) -> None:
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise SchemaError(f"cannot switch the database to WAL mode (it stays {mode})")
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:
+        return 0  # no meta table: a new, empty file
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION; returns the version found before."""
+    enable_wal(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = schema_version(conn)
+        if found > SCHEMA_VERSION:
+            raise SchemaError(f"the database has schema version {found}; this iptraf-mp "
+                              f"knows up to {SCHEMA_VERSION} (a newer iptraf-mp wrote it)")
+        if found < SCHEMA_VERSION:
+            # imported only to create or migrate: it takes longer to import than a replay
+            # of a small capture takes to run
+            import sqlite_utils
+
+            db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version](db)
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                         (str(version),))
+        conn.execute("COMMIT")
+        return found
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+# ---- version 1 ---------------------------------------------------------------------------
+
+_ENTRY = {
+    "packets": int, "bytes": int,
+    "flags": str,  # S P A U of the most recent packet, e.g. "S-A-" (rule 5)
+    "state": str,  # ACTIVE, DONE, CLOSED, RESET or TIMEOUT
+    "mac": str,  # source MAC of the most recent packet; NULL where the link has none
+    "first_seen": float, "last_seen": float,  # NULL while the direction has no packet
+    "last_size": int, "window": int,
+}
+
+
+def _entry_columns(prefix: str) -> dict:
+    return {f"{prefix}_{k}": v for k, v in _ENTRY.items()}
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("sessions").create({
+        "id": int,
+        "started": float, "ended": float,
+        "status": str,  # running, closed, or unclean (found still running after a crash)
+        "clean": int,  # 1 closed cleanly, 0 not, NULL while running
+        "source": str,  # live or replay
+        "replay_file": str,
+        "host": str, "pid": int,
+        "pid_start": int,  # the process's start time in clock ticks: tells pid reuse apart
+        "interfaces": str,  # JSON list of names
+        "settings": str,  # JSON object of what changes results
+        "version": str,
+        "checkpoints": int,  # checkpoint transactions committed
+        "last_checkpoint": float,  # wall time of the last one
+        "last_packet": float,  # packet time at the last one
+    }, pk="id", not_null=["started", "status", "source", "host", "version"],
+        defaults={"status": "running", "checkpoints": 0})
+    db.table("interfaces").create({
+        "session_id": int, "name": str, "first_seen": float, "last_seen": float,
+    }, pk=("session_id", "name"), foreign_keys=[("session_id", "sessions", "id")])
+    db.table("tcp_connections").create({
+        # session_id * 2**44 + pair_id: the key a checkpoint updates by (one B-tree seek,
+        # where (session_id, pair_id) through its index takes two)
+        "id": int,
+        "session_id": int,
+        "pair_id": int,  # the run's pair id (the `pair` of --json): restarts every session
+        "iface": str,
+        "a_addr": str, "a_port": int,  # A sent the first packet seen: direction a is A -> B
+        "b_addr": str, "b_port": int,
+        "partial": int,  # 1: created by a packet that was not a SYN (rule 3)
+        "first_seen": float, "last_seen": float,
+        "ended_by": str,  # OPEN (not yet), FIN, RESET, ICMP, TIMEOUT, LOST (shard died)
+        "retired": int,  # 1: left the engine, the row is final
+        "checkpoint": int,  # the checkpoint that last changed the row
+        **_entry_columns("a"), **_entry_columns("b"),
+    }, pk="id", foreign_keys=[("session_id", "sessions", "id")],
+        not_null=["session_id", "pair_id", "iface", "a_addr", "a_port", "b_addr", "b_port",
+                  "ended_by"])
+    # One row per connection and checkpoint with both directions' deltas, rather than one
+    # per direction: half the rows and index entries for the usual two-way connection (the
+    # tcp_traffic view gives one row per direction).
+    db.table("flow_samples").create({
+        "session_id": int, "pair_id": int,
+        "checkpoint": int,
+        "ts": float,  # packet time of the connection's last packet counted in this sample
+        # added since the previous sample, per direction (a: A -> B, b: B -> A)
+        "a_packets": int, "a_bytes": int, "b_packets": int, "b_bytes": int,
+    }, foreign_keys=[("session_id", "sessions", "id")])
+    db.table("other_flows").create({
+        "session_id": int, "flow_id": int, "iface": str,
+        "kind": str,  # udp, icmp (v4 and v6), other_ip, non_ip
+        "protocol": int,  # IP protocol number; for non_ip the EtherType (-1: none)
+        "src": str, "dst": str,  # addresses; MACs for non_ip
+        "sport": int, "dport": int,  # UDP only
+        "icmp_type": int, "icmp_code": int,  # ICMP and ICMPv6 only
+        "packets": int, "bytes": int,
+        "first_seen": float, "last_seen": float,
+        "checkpoint": int,
+    }, pk=("session_id", "flow_id"), foreign_keys=[("session_id", "sessions", "id")])
+    db.table("other_samples").create({
+        "session_id": int, "flow_id": int, "checkpoint": int, "ts": float,
+        "packets": int, "bytes": int,
+    }, foreign_keys=[("session_id", "sessions", "id")])
+    counters = {"session_id": int, "checkpoint": int, "wall_time": float, "packet_time": float,
+                "frames": int}
+    for name in ("ip", "tcp", "udp", "icmp", "other_ip", "non_ip"):
+        counters[f"{name}_packets"] = int
+        counters[f"{name}_bytes"] = int
+    counters.update({"malformed": int,
+                     "untracked": int,  # TCP connections not tracked: the table was full
+                     "kernel_drops": int,
+                     "queue_drops": int,  # batches the capture side could not queue
+                     "queue_dropped_packets": int, "shard_restarts": int, "lost_pairs": int,
+                     "final": int,  # 1 on the row written at exit
+                     "lag_seconds": float})  # from the snapshot to its commit
+    db.table("counters").create(counters, pk=("session_id", "checkpoint"),
+                                foreign_keys=[("session_id", "sessions", "id")])
+
+    # The common questions: what happened in a time range, to an address, on a port.
+    # Not indexed on purpose: last_seen (it changes at every checkpoint of a busy connection,
+    # each change would move its index entry) and a_port (mostly ephemeral client ports).
+    tc = db.table("tcp_connections")
+    tc.create_index(["session_id", "pair_id"], unique=True)  # the connection's real key
+    for cols in (["a_addr"], ["b_addr"], ["b_port"], ["first_seen"]):
+        tc.create_index(cols)
+    # Samples are indexed by time only: a checkpoint's samples carry the latest packet
+    # times, so they land at the right edge of the index. An index by connection would take
+    # one new entry in the middle of each changed connection's run of samples, rewriting a
+    # page per connection at every checkpoint (400 MB of WAL for 100k busy connections once
+    # the history is long). One connection's samples: bound them by its first/last_seen.
+    db.table("flow_samples").create_index(["ts"])
+    of = db.table("other_flows")
+    for cols in (["src"], ["dst"], ["dport"], ["first_seen"]):
+        of.create_index(cols)
+    db.table("other_samples").create_index(["ts"])
+    db.table("sessions").create_index(["status"])
+
+    # Per-direction views, so that most questions need no CASE or join.
+    def entry_select(d: str, src: str, dst: str) -> str:
+        cols = ", ".join(f"{d}_{k} AS {k}" for k in _ENTRY)
+        return (f"SELECT session_id, pair_id, iface, '{d}' AS direction, "
+                f"{src}_addr AS src, {src}_port AS sport, {dst}_addr AS dst, "
+                f"{dst}_port AS dport, {cols}, partial, ended_by, retired "
+                f"FROM tcp_connections")
+
+    db.create_view("tcp_entries", entry_select("a", "a", "b") + " UNION ALL "
+                   + entry_select("b", "b", "a"))
+    def traffic_select(d: str, src: str, dst: str) -> str:
+        return (f"SELECT s.session_id, s.pair_id, '{d}' AS direction, s.checkpoint, s.ts, "
+                f"c.iface, c.{src}_addr AS src, c.{src}_port AS sport, c.{dst}_addr AS dst, "
+                f"c.{dst}_port AS dport, s.{d}_packets AS packets, s.{d}_bytes AS bytes "
+                f"FROM flow_samples s JOIN tcp_connections c "
+                f"ON c.session_id = s.session_id AND c.pair_id = s.pair_id "
+                f"WHERE s.{d}_packets != 0 OR s.{d}_bytes != 0")
+
+    db.create_view("tcp_traffic", traffic_select("a", "a", "b") + " UNION ALL "
+                   + traffic_select("b", "b", "a"))
+    db.create_view("other_traffic", """
+SELECT s.session_id, s.flow_id, s.checkpoint, s.ts, f.iface, f.kind, f.protocol,
+       f.src, f.sport, f.dst, f.dport, f.icmp_type, f.icmp_code, s.packets, s.bytes
+FROM other_samples s
+JOIN other_flows f ON f.session_id = s.session_id AND f.flow_id = s.flow_id""".strip())
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1}
+
+
+def schema_text(conn: sqlite3.Connection) -> str:
+    """The CREATE statements, tables first, as `sqlite3 .schema` prints them."""
+    rows = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END, rowid"
+    ).fetchall()
+    return "\n".join(r[0].strip() + ";" for r in rows)
