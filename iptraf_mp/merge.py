@@ -82,14 +82,24 @@ class Merger:
 
     def apply(self, pub: Publication) -> None:
         sh = pub.shard
+        screen: list[tuple] = []  # (time, order, pair): rows to take and rows freed
         for t in pub.pairs:
-            self._update(sh, t)
+            self._update(sh, t, screen)
         for tick, group in pub.sealed:
             dest = self.groups.setdefault(tick, [])
             for t in group:
-                dest.append(self._update(sh, t))
+                dest.append(self._update(sh, t, screen))
                 self.pairs.pop(t[0], None)
                 self.owner.pop(t[0], None)
+        # One publication covers many events; replay them in packet-time order, so that a
+        # new pair takes the row of a pair that closed before it was created, as one
+        # engine would do it (rule 8), whatever order the shard listed them in.
+        screen.sort(key=lambda ev: (ev[0], ev[1], ev[2].id))
+        for _ts, order, p in screen:
+            if order == 0:
+                self.display.add(p)
+            else:
+                self.display.mark_closed(p)
         for ts, iface, d in pub.lines:
             line = OtherLine(ts, iface, d)
             self.lines.append(line)
@@ -116,18 +126,18 @@ class Merger:
             self.final[sh] = True
         self._release()
 
-    def _update(self, shard: int, t: tuple) -> Pair:
+    def _update(self, shard: int, t: tuple, screen: list) -> Pair:
         pid = t[0]
         p = self.pairs.get(pid)
         if p is None:
             p = pair_from_tuple(t)
             self.pairs[pid] = p
             self.owner[pid] = shard
-            self.display.add(p)
+            screen.append((p.first_seen, 0, p))
         else:
             update_pair(p, t)
-        if p.closed:
-            self.display.mark_closed(p)
+        if p.closed and pid not in self.display.closed:
+            screen.append((p.last_seen, 1, p))
         for feed in self.feeds:
             feed.pairs[pid] = p
         return p
