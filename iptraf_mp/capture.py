@@ -98,8 +98,21 @@ def drop_privileges(user: str) -> None:
             return
         raise CaptureSetupError(f"-Z {user}: only root can change user")
     groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
+    _before_drop()
     os.setgroups(sorted(set(groups + [pw.pw_gid])))
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)
     if os.getuid() != pw.pw_uid or os.geteuid() != pw.pw_uid:
         raise CaptureSetupError(f"-Z {user}: could not drop privileges")
+
+
+def _before_drop() -> None:
+    """What the run would otherwise import or start lazily, done while still root: USER may
+    not be able to read the interpreter's files (a venv under a home of mode 700), and the
+    resource tracker, which removes the rings if we are killed, is a fresh exec of it."""
+    import multiprocessing.popen_fork  # noqa: F401  (Process.start imports it)
+    from multiprocessing import resource_tracker
+
+    import iptraf_mp.decode_dpkt  # noqa: F401  (the decoder's slow path imports it late)
+
+    resource_tracker.ensure_running()

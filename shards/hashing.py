@@ -16,6 +16,9 @@ from iptraf_mp.decode import decode
 from iptraf_mp.model import FRAG_FIRST, FRAG_LATER, K_ICMP, K_NON_IP, K_TCP, K_UDP
 
 _PORTS = struct.Struct("!HH")
+# Ethernet II, IPv4: ethertype, version+IHL, flags+fragment offset, protocol, addresses and
+# the first 4 bytes after a 20-byte header (the ports of TCP and UDP), in one unpack.
+_ETH_IP4 = struct.Struct("!12xHB5xHxB2x4s4s2s2s")
 _VLAN = frozenset((b"\x81\x00", b"\x88\xa8", b"\x91\x00", b"\x92\x00", b"\x93\x00"))
 FRAG_MAP_MAX = 16384
 
@@ -37,8 +40,21 @@ class ShardPicker:
         self.frags: dict[tuple, int] = {}  # (src, dst, proto, id) -> shard of the first fragment
 
     def pick(self, linktype: int, data: bytes, wirelen: int, ifindex: int) -> int:
-        if self.n == 1:
+        n = self.n
+        if n == 1:
             return 0
+        # The bulk of most links (untagged Ethernet, IPv4 without options, TCP or UDP, not a
+        # fragment) in one unpack: this runs per packet in the capture process, and the
+        # general path below costs three times as much. Same hash as endpoint_hash().
+        if linktype == 1 and len(data) >= 38:
+            et, vihl, fragw, proto, src, dst, sp, dp = _ETH_IP4.unpack_from(data)
+            if et == 0x0800 and vihl == 0x45 and not fragw & 0x3FFF and (proto == 6
+                                                                        or proto == 17):
+                ea = src + sp
+                eb = dst + dp
+                if ea > eb:
+                    ea, eb = eb, ea
+                return crc32(eb, crc32(ea, ifindex)) % n
         if linktype == 1 and len(data) >= 34:
             et = data[12:14]
             off = 14

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import select
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -45,6 +46,7 @@ class ProducerConfig:
     ifindex_base: int = 0  # live: this interface's global index
     promisc: bool = True
     buffer_bytes: int = 64 << 20  # kernel buffer: 32-64 MiB kept up at the sender's ceiling
+    producers: int = 1  # capture processes in the run (live pair ids need room for `index`)
 
 
 class Producer:
@@ -147,30 +149,44 @@ def run_file_reader(cfg: ProducerConfig, path: str, rings: list[Ring], stats, fl
         prod.finish()
         stats[ST_DONE] = 1
         return
-    ifaces = reader.interfaces
+    ifaces = reader.interfaces  # grows as a pcapng file reveals its interfaces
+    announced = 0
+    speed = cfg.speed
     try:
+        # Per packet: as few attribute lookups and calls as possible (bench_pipeline.py
+        # measures this loop: it is what one capture process can do for all the shards).
         for ts, ifidx, data, wirelen in reader:
             n += 1
             nbytes += wirelen
-            while len(prod.ifaces) < len(ifaces):
-                k = len(prod.ifaces)
-                prod.announce(k, ifaces[k].linktype, ifaces[k].name)
+            if len(ifaces) > announced:
+                while announced < len(ifaces):
+                    prod.announce(announced, ifaces[announced].linktype,
+                                  ifaces[announced].name)
+                    announced += 1
             if advance(ts):
                 prod.broadcast(CTL_TICK, ts)
-            if cfg.speed:
+            if speed:
                 if wall0 is None:
                     wall0, ts0 = time.monotonic(), ts
-                delay = wall0 + (ts - ts0) / cfg.speed - time.monotonic()
+                delay = wall0 + (ts - ts0) / speed - time.monotonic()
                 if delay > 0.002:
                     prod.send_all(wait=True)
-                    time.sleep(delay)
-            itf = ifaces[ifidx]
-            s = pick(itf.linktype, data, wirelen, ifidx) if nshards > 1 else 0
+                    # Paced batches rarely fill, and only a full one looks at stop and F:
+                    # look here too, and let stop cut the sleep short. (Not stop.wait(): a
+                    # reader killed inside Event.wait() leaves a sleeper count that makes
+                    # the supervisor's stop_event.set() wait for it forever.)
+                    prod.check_control()
+                    until = time.monotonic() + delay
+                    while not stop.is_set() and (left := until - time.monotonic()) > 0:
+                        time.sleep(min(left, 0.05))
+                    if stop.is_set():
+                        break
+            s = pick(ifaces[ifidx].linktype, data, wirelen, ifidx) if nshards > 1 else 0
             b = builders[s]
-            b.append(n, ts, wirelen, ifidx, data)
             if rec is not None:
                 rec.append(n, ts, wirelen, ifidx, data)
-            if len(b) >= BATCH_PACKETS or b.nbytes >= BATCH_BYTES:
+            if b.append(n, ts, wirelen, ifidx, data) >= BATCH_PACKETS or \
+                    b.nbytes >= BATCH_BYTES:
                 prod.send(s, wait=True)
                 stats[ST_FRAMES] = n
                 stats[ST_BYTES] = nbytes
@@ -193,8 +209,9 @@ def open_live(name: str, promisc: bool, buffer_bytes: int):
     timeout, a large kernel buffer, non-blocking reads woken by select."""
     import pcap
 
+    # Integer nanoseconds (run_live_reader rounds them to the microsecond)
     pc = pcap.pcap(name=name, snaplen=262144, promisc=promisc, timeout_ms=50, immediate=False,
-                   buffer_size=buffer_bytes)
+                   buffer_size=buffer_bytes, timestamp_in_ns=True)
     pc.setnonblock(True)
     return pc
 
@@ -217,14 +234,22 @@ def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush
     nshards = cfg.nshards
     n = 0
     nbytes = 0
-    shift_index = cfg.index
+    # Pair ids must be unique across capture processes: with several, the index goes in the
+    # low bits. With one, ids are frame numbers as in a replay, so replaying the recording
+    # (-w) of a one-interface run gives the very same ids.
+    id_shift = 8 if cfg.producers > 1 else 0
+    id_index = cfg.index
     fd = handle.fileno()
     last_stats = 0.0
+    os_index = _os_index(name)
     try:
         while not stop.is_set():
             ready, _, _ = select.select([fd], [], [], 0.05)
             if ready:
-                for ts, buf in handle.readpkts():
+                for tsns, buf in handle.readpkts():
+                    # The recording (-w) keeps microseconds: the live engine must see the
+                    # same clock, or its replay would differ in the last digit
+                    ts = (tsns + 500) // 1000 / 1e6
                     data = bytes(buf)
                     wirelen = len(data)  # snaplen 256 KiB: nothing is cut
                     n += 1
@@ -233,11 +258,10 @@ def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush
                         prod.broadcast(CTL_TICK, ts)
                     s = pick(linktype, data, wirelen, ifindex) if nshards > 1 else 0
                     b = builders[s]
-                    # pair ids must be unique across capture processes
-                    b.append((n << 8) | shift_index, ts, wirelen, ifindex, data)
                     if rec is not None:
                         rec.append(n, ts, wirelen, ifindex, data)
-                    if len(b) >= BATCH_PACKETS or b.nbytes >= BATCH_BYTES:
+                    if b.append((n << id_shift) | id_index, ts, wirelen, ifindex,
+                                data) >= BATCH_PACKETS or b.nbytes >= BATCH_BYTES:
                         prod.send(s, wait=False)
             else:
                 # a quiet wire still has a clock: timeouts must fire without packets
@@ -252,6 +276,9 @@ def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush
             if now - last_stats >= 1.0:
                 last_stats = now
                 _kernel_stats(handle, stats)
+                if os_index is not None and _gone(os_index):
+                    # libpcap's non-blocking reads only return nothing once it is deleted
+                    raise OSError("the interface went away")
     except OSError as e:
         # the interface went away (or down): this capture ends, the others go on
         errors.send(f"{name}: capture stopped: {e}")
@@ -264,6 +291,22 @@ def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush
             handle.close()
         except OSError:
             pass
+
+
+def _os_index(name: str) -> int | None:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
+
+
+def _gone(index: int) -> bool:
+    """The interface with this index no longer exists (deleted, not merely down)."""
+    try:
+        socket.if_indextoname(index)
+    except OSError:
+        return True
+    return False
 
 
 def _kernel_stats(handle, stats) -> None:
