@@ -240,7 +240,7 @@ def stage_reader_process(cap: Path, nshards: int) -> tuple[float, float]:
     ctx = mp.get_context("fork")
     rings = [Ring.create(16 << 20, ctx=ctx) for _ in range(nshards)]
     stats = ctx.Array("Q", NSTATS, lock=False)
-    flush_gen = ctx.Value("Q", 0, lock=False)
+    flush_gen = ctx.Array("Q", 2, lock=False)
     stop = ctx.Event()
     rx, tx = ctx.Pipe(duplex=False)
     erx, etx = ctx.Pipe(duplex=False)

@@ -57,8 +57,10 @@ class Producer:
         self.cfg = cfg
         self.rings = rings
         self.stats = stats  # multiprocessing.Array("Q", NSTATS), shared with the supervisor
-        self.flush_gen = flush_gen  # multiprocessing.Value: bumped by the supervisor for F/resend
-        self.seen_gen = flush_gen.value if flush_gen is not None else 0
+        # multiprocessing.Array of two counters the supervisor bumps: [F pressed, announce
+        # the interfaces again (a restarted shard knows none)]
+        self.flush_gen = flush_gen
+        self.seen_gen = list(flush_gen[:]) if flush_gen is not None else [0, 0]
         self.record = record
         self.builders = [BatchBuilder() for _ in rings]
         self.rec_builder = BatchBuilder() if record is not None else None
@@ -81,13 +83,15 @@ class Producer:
     def check_control(self) -> None:
         """The supervisor asked for a flush (F key) or for interfaces to be announced again
         (a restarted shard knows none)."""
-        gen = self.flush_gen.value
-        if gen != self.seen_gen:
-            self.seen_gen = gen
+        flush, announce = self.flush_gen[0], self.flush_gen[1]
+        if announce != self.seen_gen[1]:
+            self.seen_gen[1] = announce
             for idx, lt, name in self.ifaces:
                 rec = iface_record(idx, lt, name)
                 for b in self.builders:
                     b.append(0, 0.0, 0, CTL_IFACE, rec)
+        if flush != self.seen_gen[0]:
+            self.seen_gen[0] = flush
             self.broadcast(CTL_FLUSH, 0.0)
 
     def send(self, s: int, wait: bool) -> None:

@@ -107,7 +107,7 @@ class Pipeline:
         self.merger = Merger(nshards, settings.lower_lines)
         self.stats = RunStats()
         self.stop_event = self.ctx.Event()
-        self.flush_gen = self.ctx.Value("Q", 0, lock=False)
+        self.flush_gen = self.ctx.Array("Q", 2, lock=False)  # [F, announce interfaces]
         self.rings: list[list[Ring]] = []  # [producer][shard]
         self.record_rings: list[Ring] = []
         self.want_record = record
@@ -253,7 +253,7 @@ class Pipeline:
                     ring.put(encode_batch([(0, 0.0, 0, CTL_END, b"")]))
             self._spawn_shard(s)
             # the new shard knows no interfaces: ask the readers to announce them again
-            self.flush_gen.value += 1
+            self.flush_gen[1] += 1
         for p, proc in enumerate(self.prod_procs):
             if proc.is_alive() or self.prod_stats[p][ST_DONE]:
                 continue
@@ -297,7 +297,7 @@ class Pipeline:
 
     def request_flush(self) -> None:
         """The F key: every shard retires its closed pairs."""
-        self.flush_gen.value += 1
+        self.flush_gen[0] += 1
         self.merger.flush()
 
     def stop(self) -> None:

@@ -639,7 +639,7 @@ def test_reader_hands_over_full_batches_only(tmp_path: Path) -> None:
     n = 2
     rings = [Ring.create(8 << 20, ctx=ctx) for _ in range(n)]
     stats = ctx.Array("Q", NSTATS, lock=False)
-    flush_gen = ctx.Value("Q", 0, lock=False)
+    flush_gen = ctx.Array("Q", 2, lock=False)
     rx, tx = ctx.Pipe(duplex=False)
     stop = ctx.Event()
     cfg = ProducerConfig(0, n, live=False)
