@@ -8,7 +8,8 @@ Every transport carries the same encoded batch bytes and gets the same buffer bu
 
     .venv/bin/python bench/bench_queue.py                # full table, 1M packets, best of 3
     .venv/bin/python bench/bench_queue.py --packets 200000 --repeat 1
-    .venv/bin/python bench/bench_queue.py --append-only  # per-packet append/decode costs
+    .venv/bin/python bench/bench_queue.py --micro        # one-process CPU costs: append,
+                                                         # decode, one hand-over
 """
 
 from __future__ import annotations
@@ -337,6 +338,67 @@ def append_costs(n: int = 200_000) -> None:
         print(f"{label:42s} {best * 1e9:6.0f}")
 
 
+def handover_costs(n: int = 20_000) -> None:
+    """CPU time of one put + one get in a single process: the transport's own cost, free of
+    the scheduling noise that dominates the two-process numbers on a shared machine."""
+    import faster_fifo
+
+    pool = _pool()
+    payloads = {}
+    for batch in (1, 64, 512):
+        b = BatchBuilder()
+        for i in range(batch):
+            b.append(i, 1.5, 114, 1, pool[i & 1023])
+        payloads[batch] = b.take()
+    ctx = mp.get_context("fork")
+    ring = Ring.create(BUFFER_BYTES, ctx=ctx)
+    ffq = faster_fifo.Queue(max_size_bytes=BUFFER_BYTES, loads=bytes, dumps=_identity)
+    mpq = ctx.Queue()
+
+    def ring_cycle(p: bytes) -> None:
+        put, get = ring.put, ring.get
+        for _ in range(n):
+            put(p)
+            get(0)
+
+    def ff_cycle(p: bytes) -> None:
+        put, get_many = ffq.put, ffq.get_many
+        for _ in range(n):
+            put(p)
+            get_many(block=True, timeout=GET_TIMEOUT, max_messages_to_get=1000)
+
+    def mpq_cycle(p: bytes) -> None:
+        put, get = mpq.put, mpq.get
+        for _ in range(n // 10):  # its feeder thread makes each cycle a thread hand-off too
+            put(p)
+            get()
+
+    print(f"\n{'one put + one get, one process':32s}" + "".join(f"{b:>10d}" for b in payloads))
+    print(
+        f"{'(CPU us per hand-over, best of 5)':32s}" + "".join(f"{'pkts':>10s}" for _ in payloads)
+    )
+    try:
+        for label, fn, count in (
+            ("ring", ring_cycle, n),
+            ("faster_fifo", ff_cycle, n),
+            ("mp.Queue", mpq_cycle, n // 10),
+        ):
+            cells = []
+            for p in payloads.values():
+                t = min(
+                    timeit.repeat(
+                        lambda p=p, fn=fn: fn(p), number=1, repeat=5, timer=time.process_time
+                    )
+                )
+                cells.append(f"{t / count * 1e6:10.2f}")
+            print(f"{label:32s}" + "".join(cells))
+    finally:
+        ring.close()
+        ring.unlink()
+        mpq.close()
+        mpq.join_thread()
+
+
 # ---------------------------------------------------------------------------------- the table
 
 
@@ -357,10 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--retries", type=int, default=3, help="re-runs of a too-busy run")
     ap.add_argument("--retry-pause", type=float, default=5.0, help="seconds before a re-run")
-    ap.add_argument("--append-only", action="store_true", help="only the per-packet micro-bench")
+    ap.add_argument("--micro", action="store_true", help="only the one-process micro-benchmarks")
     args = ap.parse_args(argv)
-    if args.append_only:
+    if args.micro:
         append_costs()
+        handover_costs()
         return 0
     transports = [t for t in args.transports.split(",") if t]
     batches = [int(b) for b in args.batches.split(",") if b]

@@ -16,7 +16,7 @@ from shards.worker import make_publication, track_changes
 from .capfile import CaptureFileError, open_capture
 from .decode import decode
 from .engine import Engine, Settings
-from .merge import Merger
+from .merge import Merger, settle_heap
 
 
 class LocalRun:
@@ -84,6 +84,7 @@ class LocalRun:
             engine.finish()
             self._reader.close()
         self.merger.apply(make_publication(engine, 0, self._seq, n, final=finished))
+        settle_heap()
         self._seq += 1
         self._done = finished
         return not finished

@@ -110,7 +110,7 @@ class BatchBuilder:
         The return value lets a capture loop test ``if append(...) >= limit`` without a
         second call (``len(builder)`` costs about a quarter of an append).
         """
-        # Measured (bench/bench_queue.py --append-only): one ``+=`` of header + data and two
+        # Measured (bench/bench_queue.py --micro): one ``+=`` of header + data and two
         # ``+=`` cost the same within noise (~0.2 us inline); pack_into() into a preallocated
         # bytearray plus a slice assignment was 3-4x slower, as both calls export a buffer
         # from the bytearray. The method call itself adds ~0.1 us.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 
 from iptraf_mp.engine import Settings
-from iptraf_mp.merge import Merger
+from iptraf_mp.merge import Merger, settle_heap
 
 from .batch import decode_batch, encode_batch
 from .protocol import CTL_END, CTL_IFACE, MAX_IFACES, parse_iface_record
@@ -204,6 +204,7 @@ class Pipeline:
             except (EOFError, OSError):
                 continue  # the process died; _watch restarts it
             self.merger.apply(pub)
+        settle_heap()
         self._watch()
         self._collect_errors()
         if self._stop_at is not None and time.monotonic() - self._stop_at > STOP_GRACE:

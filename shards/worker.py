@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 
 from iptraf_mp.decode import decode
 from iptraf_mp.engine import Engine, Settings
+from iptraf_mp.merge import settle_heap
 
 from .batch import decode_batch
 from .protocol import (
@@ -103,6 +104,7 @@ class Shard:
         self.seq += 1
         try:
             self.conn.send(pub)
+            settle_heap()
         except (BrokenPipeError, ConnectionResetError, EOFError):
             # the main process is gone: nobody to report to, and nothing else to do
             os._exit(1)
