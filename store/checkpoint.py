@@ -72,6 +72,7 @@ class Snapshot:
     flows: list[tuple]  # FLOW_FIELDS
     counters: tuple  # frames, (packets, bytes) x 6, malformed, untracked, the run's drops
     final: bool = False
+    syn: tuple = ()  # (iface, destination, lone SYNs) at or above --syn-warn
 
 
 @dataclass(slots=True)
@@ -220,6 +221,8 @@ _COUNTER_COLUMNS = (
     "lost_pairs", "final", "lag_seconds")
 _INSERT_COUNTERS = (f"INSERT INTO counters ({', '.join(_COUNTER_COLUMNS)}) VALUES ",
                     len(_COUNTER_COLUMNS), "")
+_INSERT_SYN = ("INSERT INTO syn_warnings (session_id, checkpoint, packet_time, iface, dst, "
+               "halfopen) VALUES ", 6, "")
 _MAX_PARAMS = 16000  # per statement; SQLite allows 32766 since 3.32
 
 
@@ -448,6 +451,8 @@ class Writer:
             _insert(conn, _INSERT_OTHER_SAMPLE, f_samples)
             conn.executemany(_UPSERT_IFACE, iface_rows)
             _insert(conn, _INSERT_COUNTERS, counters)
+            _insert(conn, _INSERT_SYN, [(self.sid, s.seq, s.packet_time, *w)
+                                        for s in snaps for w in s.syn])
             conn.execute(sql_session, session)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
@@ -501,8 +506,10 @@ class StoreSink:
     """The monitor's side: snapshots at every checkpoint interval and at the end."""
 
     def __init__(self, path: Path, session_id: int, interval: float = DEFAULT_INTERVAL,
-                 report: Callable[[str], None] = _stderr, retry: float = 1.0) -> None:
+                 report: Callable[[str], None] = _stderr, retry: float = 1.0,
+                 syn_warn: int = 0) -> None:
         self.path = path
+        self.syn_warn = syn_warn  # 0: do not record SYN-flood warnings
         self.session_id = session_id
         self.interval = interval
         self.report = report
@@ -589,8 +596,12 @@ class StoreSink:
         self._seq += 1
         now = time.monotonic()
         self._taken.append((self._seq, now))
+        syn = ()
+        if self.syn_warn > 0:
+            syn = tuple((iface, fmt_addr(dst), n)
+                        for iface, dst, n in monitor.merger.syn_flood(self.syn_warn))
         self.writer.put(Snapshot(self._seq, now, time.time(), monitor.merger.now, pairs, flows,
-                                 counters, final))
+                                 counters, final, syn))
 
     # -- status --
 

@@ -55,4 +55,4 @@ def make_sink(args: argparse.Namespace) -> StoreSink | None:
     except sqlite3.Error as e:
         raise SinkError(f"cannot open the flow store {path}: {e}") from None
     print(f"iptraf-mp: flow store: {path} (session {sid})", file=sys.stderr, flush=True)
-    return StoreSink(path, sid, args.checkpoint)
+    return StoreSink(path, sid, args.checkpoint, syn_warn=getattr(args, "syn_warn", 0) or 0)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PAIR_ID_BITS = 44  # tcp_connections.id = session_id << 44 | pair_id
 
 
@@ -245,7 +245,19 @@ FROM other_samples s
 JOIN other_flows f ON f.session_id = s.session_id AND f.flow_id = s.flow_id""".strip())
 
 
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1}
+# ---- version 2 ---------------------------------------------------------------------------
+
+def _v2(db: sqlite_utils.Database) -> None:
+    """The seed's SYN-flood sign (issue 6): at each checkpoint, every destination with at
+    least --syn-warn unanswered lone-SYN (S---) entries."""
+    db.table("syn_warnings").create({
+        "session_id": int, "checkpoint": int, "packet_time": float, "iface": str,
+        "dst": str, "halfopen": int,
+    }, foreign_keys=[("session_id", "sessions", "id")])
+    db.table("syn_warnings").create_index(["packet_time"])
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2}
 
 
 def schema_text(conn: sqlite3.Connection) -> str:

@@ -81,3 +81,21 @@ def test_spoofed_synflood_capture_with_a_small_table(tmp_path):
     assert s["tcp"] == {"packets": ref["tcp"]["packets"], "bytes": ref["tcp"]["bytes"]}
     assert s["untracked"] > 0
     assert sum(1 for r in recs if r["type"] == "tcp") <= 2 * 5000
+
+
+def test_store_records_the_syn_flood_sign(tmp_path):
+    """The console and the store flag destinations with many lone SYNs (issue 6)."""
+    import sqlite3
+
+    from iptraf_mp.cli import main
+
+    need_corpus("large")
+    cap = CORPUS / "large" / "stopddos_pkt.TCP.synflood.spoofed.pcap"
+    db = tmp_path / "flows.db"
+    assert main(["-r", str(cap), "-B", "--db", str(db), "--checkpoint", "0",
+                 "--syn-warn", "1000", "--json", str(tmp_path / "o.jsonl")]) == 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    rows = conn.execute("SELECT dst, max(halfopen) FROM syn_warnings GROUP BY dst").fetchall()
+    conn.close()
+    assert rows, "no SYN-flood warning recorded"
+    assert all(n >= 1000 for _dst, n in rows)
