@@ -1,4 +1,6 @@
-"""Single-process replay of a capture file through the engine (the imperative shell around it)."""
+"""Feed a capture file into an engine and nothing else: the smallest shell around the core,
+for tests and tools that want to look at the engine's tables after a replay. (The monitor's
+own replay, with its outputs, is `LocalRun` or the pipeline.)"""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ from dataclasses import dataclass
 from .capfile import CaptureFileError, open_capture
 from .decode import decode
 from .engine import Engine
-from .jsonout import JsonWriter
 
 
 @dataclass(slots=True)
@@ -16,41 +17,20 @@ class ReplayResult:
     error: str | None  # a one-line message when the file ended badly; what came before counts
 
 
-def replay(path: str, engine: Engine, out: JsonWriter | None) -> ReplayResult:
-    """Feed every frame of `path` to `engine`; write pairs as they leave the table.
-
-    Raises CaptureFileError only when the file cannot be opened at all.
-    """
+def replay(path: str, engine: Engine) -> ReplayResult:
+    """Feed every frame of `path` to `engine`. Raises CaptureFileError only when the file
+    cannot be opened at all."""
     reader = open_capture(path)
     ifaces = reader.interfaces
-    feed = engine.feed
-    sealed = engine.sealed
     n = 0
     error = None
     try:
         for ts, ifidx, data, wirelen in reader:
             n += 1
             itf = ifaces[ifidx]
-            feed(ts, itf.name, decode(itf.linktype, data, wirelen), n)
-            if sealed:
-                write_sealed(engine, out)
+            engine.feed(ts, itf.name, decode(itf.linktype, data, wirelen), n)
     except CaptureFileError as e:
         error = str(e)
     finally:
         reader.close()
     return ReplayResult(n, error)
-
-
-def write_sealed(engine: Engine, out: JsonWriter | None) -> None:
-    for _tick, pairs in engine.sealed:
-        if out is not None:
-            out.pairs(pairs)
-    engine.sealed.clear()
-
-
-def finish(engine: Engine, out: JsonWriter) -> None:
-    """At the end of a run: the pairs still in the engine, in creation order, then the summary."""
-    engine.finish()
-    write_sealed(engine, out)
-    out.record(engine.summary.to_json())
-    out.flush()

@@ -124,7 +124,7 @@ def _engine(name: str, args: tuple[str, ...] | None = None, **override):
           "lower_lines": a.lower_lines}
     kw.update(override)
     engine = Engine(Settings(**kw))
-    result = replay(str(_capture(name)), engine, None)
+    result = replay(str(_capture(name)), engine)
     assert result.error is None
     return engine
 
