@@ -18,11 +18,10 @@ second, but the sums never do):
   every active timeout (-> 2), and what is left at the end of the run (-> 4).
 Deltas with neither packets nor bytes are never sent.
 
-tcpControlBits is the OR of the flags seen. The engine keeps only the flags of the most
-recent packet of each direction, so the exporter ORs the flags of every snapshot it is
-shown (about four a second): flags of packets that were never the most recent one at a
-snapshot (a SYN followed within the same refresh by an ACK, say) are missed. The flags
-that the engine reports last are always included.
+tcpControlBits is the OR of the flags seen: the engine keeps, per direction, the OR of
+every packet's flags since the pair began (`Entry.flags_seen`), so a record carries every
+flag its direction has shown up to the record's end (for an active-timeout delta, that may
+include flags of earlier deltas: a superset, exact once a direction's records are ORed).
 
 Export never stalls the monitor: the exporters are non-blocking (iptraf_mp.ipfix: DNS on a
 helper thread, non-blocking sockets, TCP connects polled), so sending costs the monitor
@@ -285,7 +284,7 @@ class IpfixSink:
             if t is None:
                 t = tcp[key] = _Track(anchor=e.first_seen)
             if packets > t.seen:
-                t.flags |= e.flags
+                t.flags |= e.flags_seen
                 t.seen = packets
             if not t.pending and (packets > t.packets or e.bytes > t.bytes):
                 t.pending = True
@@ -319,7 +318,7 @@ class IpfixSink:
         for e in (p.a, p.b):
             if e.packets or e.bytes:
                 out.append(FlowRecord(
-                    e.src, e.dst, e.sport, e.dport, 6, e.packets, e.bytes, e.flags, ifindex,
+                    e.src, e.dst, e.sport, e.dport, 6, e.packets, e.bytes, e.flags_seen, ifindex,
                     DIRECTION_INGRESS, 0, _ms(e.first_seen), _ms(e.last_seen), reason,
                 ))
 
@@ -335,7 +334,7 @@ class IpfixSink:
                 if e.packets > packets or e.bytes > octets:
                     out.append(FlowRecord(
                         e.src, e.dst, e.sport, e.dport, 6, e.packets - packets,
-                        e.bytes - octets, e.flags, ifindex, DIRECTION_INGRESS, 0,
+                        e.bytes - octets, e.flags_seen, ifindex, DIRECTION_INGRESS, 0,
                         _ms(e.last_seen), _ms(e.last_seen), reason,
                     ))
             return
@@ -422,7 +421,7 @@ class IpfixSink:
             return
         e: Entry = p.b if side else p.a
         if e.packets > t.seen:
-            t.flags |= e.flags
+            t.flags |= e.flags_seen
             t.seen = e.packets
         packets = e.packets - t.packets
         octets = e.bytes - t.bytes

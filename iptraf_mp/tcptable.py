@@ -60,6 +60,7 @@ class Entry:
     reset: bool = False
     first_seen: float = 0.0
     last_seen: float = 0.0
+    flags_seen: int = 0  # OR of every packet's flags (IPFIX tcpControlBits)
 
 
 @dataclass(slots=True, eq=False)
@@ -255,6 +256,7 @@ class TcpTable:
         e.last_size = size
         e.window = win
         e.flags = flags
+        e.flags_seen |= flags
         e.last_seen = ts
         pair.last_seen = ts
         if self.dirty is not None:

@@ -31,7 +31,7 @@ def parse_iface_record(data: bytes) -> tuple[int, int, str]:
 
 def entry_tuple(e: Entry) -> tuple:
     return (e.src, e.sport, e.dst, e.dport, e.packets, e.bytes, e.last_size, e.window, e.flags,
-            e.smac, e.finsent, e.finack, e.reset, e.first_seen, e.last_seen)
+            e.smac, e.finsent, e.finack, e.reset, e.first_seen, e.last_seen, e.flags_seen)
 
 
 def pair_tuple(p: Pair) -> tuple:
@@ -52,7 +52,7 @@ def update_pair(p: Pair, t: tuple) -> None:
      p.retired, p.ended, a, b) = t
     for e, v in ((p.a, a), (p.b, b)):
         (e.src, e.sport, e.dst, e.dport, e.packets, e.bytes, e.last_size, e.window, e.flags,
-         e.smac, e.finsent, e.finack, e.reset, e.first_seen, e.last_seen) = v
+         e.smac, e.finsent, e.finack, e.reset, e.first_seen, e.last_seen, e.flags_seen) = v
 
 
 def summary_tuple(s: Summary) -> tuple:
