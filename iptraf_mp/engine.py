@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .model import K_ICMP, K_NON_IP, K_OTHER_IP, K_TCP, K_UDP, Decoded
 from .othertable import OtherTable
-from .tcptable import TcpTable
+from .tcptable import SlotList, TcpTable
 
 
 @dataclass(slots=True)
@@ -95,9 +95,11 @@ class Engine:
     inserts into every shard's stream where a `PacketClock` says, as the engine would itself.
     """
 
-    def __init__(self, settings: Settings | None = None, auto_tick: bool = True) -> None:
+    def __init__(self, settings: Settings | None = None, auto_tick: bool = True,
+                 display: bool = True) -> None:
         self.settings = s = settings or Settings()
         self.tcp = TcpTable(timeout=s.tcp_timeout, log_events=s.log_events,
+                            display=SlotList() if display else None,
                             max_pairs=s.max_pairs)
         self.other = OtherTable(max_lines=s.lower_lines, keep_new=s.log_events)
         self.summary = Summary()

@@ -26,7 +26,7 @@ class LocalRun:
         self.settings = settings
         self.refresh = refresh
         self.speed = speed
-        self.engine = Engine(settings)
+        self.engine = Engine(settings, display=False)  # the merger keeps the rows
         track_changes(self.engine, keep_lines)
         self.merger = Merger(1, settings.lower_lines)
         self.stats = RunStats()
@@ -83,7 +83,8 @@ class LocalRun:
         if finished:
             engine.finish()
             self._reader.close()
-        self.merger.apply(make_publication(engine, 0, self._seq, n, final=finished))
+        self.merger.apply(make_publication(engine, 0, self._seq, n, final=finished,
+                                           share=True))
         settle_heap()
         self._seq += 1
         self._done = finished

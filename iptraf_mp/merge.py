@@ -100,9 +100,10 @@ class Merger:
         for tick, group in pub.sealed:
             dest = self.groups.setdefault(tick, [])
             for t in group:
-                dest.append(self._update(sh, t, screen))
-                self.pairs.pop(t[0], None)
-                self.owner.pop(t[0], None)
+                p = self._update(sh, t, screen)
+                dest.append(p)
+                self.pairs.pop(p.id, None)
+                self.owner.pop(p.id, None)
         # One publication covers many events; replay them in packet-time order, so that a
         # new pair takes the row of a pair that closed before it was created, as one
         # engine would do it (rule 8), whatever order the shard listed them in.
@@ -138,15 +139,16 @@ class Merger:
             self.final[sh] = True
         self._release()
 
-    def _update(self, shard: int, t: tuple, screen: list) -> Pair:
-        pid = t[0]
+    def _update(self, shard: int, t: tuple | Pair, screen: list) -> Pair:
+        shared = isinstance(t, Pair)  # the engine's own object (--shards 0), not a copy
+        pid = t.id if shared else t[0]
         p = self.pairs.get(pid)
         if p is None:
-            p = pair_from_tuple(t)
+            p = t if shared else pair_from_tuple(t)
             self.pairs[pid] = p
             self.owner[pid] = shard
             screen.append((p.first_seen, 0, p))
-        else:
+        elif not shared:
             update_pair(p, t)
         if p.closed and pid not in self.display.closed:
             screen.append((p.last_seen, 1, p))

@@ -180,7 +180,8 @@ class SlotList:
 class TcpTable:
     timeout: float = 900.0  # rule 7: 15 minutes
     log_events: bool = False
-    display: SlotList = field(default_factory=SlotList)
+    # the screen rows; None where another process (or the merger) keeps them
+    display: SlotList | None = field(default_factory=SlotList)
     pairs: dict[int, Pair] = field(default_factory=dict)  # every pair not yet retired
     # conn_key -> the latest pair on those addresses and ports, until it retires
     live: dict[tuple, Pair] = field(default_factory=dict)
@@ -206,7 +207,7 @@ class TcpTable:
 
     @property
     def slots(self) -> list[Pair]:
-        return self.display.slots
+        return self.display.slots if self.display is not None else []
 
     # ---- packets -------------------------------------------------------------------------
 
@@ -306,7 +307,8 @@ class TcpTable:
         a = Entry(d.src, d.sport, d.dst, d.dport)
         b = Entry(d.dst, d.dport, d.src, d.sport)
         pair = Pair(pair_id, iface, a, b, not d.flags & TH_SYN, ts, ts, lru_sec=int(ts))
-        self.display.add(pair)
+        if self.display is not None:
+            self.display.add(pair)
         self.pairs[pair_id] = pair
         self.live[key] = pair
         self.open_lru[pair_id] = pair
@@ -330,7 +332,8 @@ class TcpTable:
         if self.dirty is not None:
             self.dirty.add(pair.id)
         self.ended_lru[pair.id] = pair
-        self.display.mark_closed(pair)
+        if self.display is not None:
+            self.display.mark_closed(pair)
 
     def _retire(self, pair: Pair) -> None:
         """The pair leaves the engine: it is written out and stops counting."""
@@ -448,7 +451,8 @@ class TcpTable:
             if self.dirty is not None:
                 self.dirty.add(pair.id)
             self.stale_lru[pair.id] = pair
-            self.display.mark_closed(pair)
+            if self.display is not None:
+                self.display.mark_closed(pair)
             if self.log_events:
                 self._event("timeout", now, pair, pair.a, pair.b, 0)
         for lru, idle in ((self.ended_lru, CLOSED_LINGER), (self.stale_lru, 2 * self.timeout)):
@@ -462,14 +466,15 @@ class TcpTable:
     def flush(self) -> int:
         """Rule 9: drop every closed, reset and timed-out pair, on screen or lingering; they
         stop counting. Returns how many rows left the screen."""
-        rows = len(self.display.flush())
+        rows = len(self.display.flush()) if self.display is not None else 0
         for lru in (self.ended_lru, self.stale_lru):
             for pair in list(lru.values()):
                 self._retire(pair)
         return rows
 
     def sort(self, by: str) -> None:
-        self.display.sort(by)
+        if self.display is not None:
+            self.display.sort(by)
 
     def retire_all(self) -> None:
         """End of run: every pair still in the engine, in creation order."""

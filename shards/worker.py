@@ -58,7 +58,8 @@ class Shard:
         self.cfg = cfg
         self.rings = rings
         self.conn = conn
-        self.engine = Engine(cfg.settings, auto_tick=False)
+        # the screen rows are the merger's business, not a shard's
+        self.engine = Engine(cfg.settings, auto_tick=False, display=False)
         track_changes(self.engine, cfg.keep_lines)
         self.ifaces: dict[int, tuple[str, int]] = {}
         self.ended = 0
@@ -111,13 +112,17 @@ class Shard:
 
 
 def make_publication(engine: Engine, index: int, seq: int, decoded: int,
-                     final: bool = False) -> Publication:
-    """What changed in `engine` since the previous call (its dirty sets and queues drain)."""
+                     final: bool = False, share: bool = False) -> Publication:
+    """What changed in `engine` since the previous call (its dirty sets and queues drain).
+
+    `share`: the merger is in this process (--shards 0): hand it the engine's own Pair
+    objects instead of copies, so a million pairs are held once, not twice."""
     tcp = engine.tcp
     pairs = tcp.pairs
-    changed = [pair_tuple(pairs[pid]) for pid in tcp.dirty if pid in pairs]
+    conv = (lambda p: p) if share else pair_tuple
+    changed = [conv(pairs[pid]) for pid in tcp.dirty if pid in pairs]
     tcp.dirty.clear()
-    sealed = [(tick, [pair_tuple(p) for p in group]) for tick, group in engine.sealed]
+    sealed = [(tick, [conv(p) for p in group]) for tick, group in engine.sealed]
     engine.sealed.clear()
     other = engine.other
     # The screen shows at most the newest 512; a log file wants every line.
