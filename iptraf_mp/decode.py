@@ -96,51 +96,12 @@ _new = tuple.__new__
 def decode(linktype: int, data: bytes, wirelen: int) -> Decoded:
     """Decode one captured frame. Never raises."""
     if linktype == 1 and len(data) >= 54 and data[14] == 0x45 and data[12] == 8 and not data[13]:
-        (
-            dmac,
-            smac,
-            _etype,
-            tlen,
-            ipid,
-            fragw,
-            _ttl,
-            proto,
-            src,
-            dst,
-            sport,
-            dport,
-            seq,
-            ack,
-            doff,
-            flags,
-            win,
-        ) = _ETH_IP4_TCP.unpack_from(data, 0)
+        (dmac, smac, _etype, tlen, ipid, fragw, _ttl, proto, src, dst, sport, dport, seq, ack,
+         doff, flags, win) = _ETH_IP4_TCP.unpack_from(data, 0)
         thl = (doff >> 4) << 2
         if proto == 6 and not fragw & 0x3FFF and thl >= 20 and 20 + thl <= tlen <= wirelen - 14:
-            return _new(
-                Decoded,
-                (
-                    K_TCP,
-                    4,
-                    tlen,
-                    src,
-                    dst,
-                    6,
-                    sport,
-                    dport,
-                    flags,
-                    seq,
-                    ack,
-                    win,
-                    tlen - 20 - thl,
-                    FRAG_NONE,
-                    ipid,
-                    smac,
-                    dmac,
-                    None,
-                    False,
-                ),
-            )
+            return _new(Decoded, (K_TCP, 4, tlen, src, dst, 6, sport, dport, flags, seq, ack,
+                                  win, tlen - 20 - thl, FRAG_NONE, ipid, smac, dmac, None, False))
     try:
         d = _fast(linktype, data, wirelen)
     except (struct.error, IndexError, ValueError):
@@ -238,60 +199,28 @@ def _fast(linktype: int, data: bytes, wirelen: int) -> Decoded | None:
         return _arp(linktype, data, off, wirelen, etype, smac, dmac)
     if linktype == LT_ETHERNET and etype in (0x8847, 0x8848, 0x8863, 0x8864):
         return None  # MPLS and PPPoE: dpkt's
-    return _new(
-        Decoded,
-        (
-            K_NON_IP,
-            0,
-            wirelen,
-            b"",
-            b"",
-            etype,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            FRAG_NONE,
-            0,
-            smac,
-            dmac,
-            (LINK_NAMES.get(linktype, str(linktype)), "other", etype, None, max(0, wirelen - off)),
-            False,
-        ),
-    )
+    return _non_ip(linktype, off, wirelen, smac, dmac, etype, "other", etype, None, False)
 
 
-def non_ip_malformed(
-    linktype: int, off: int, wirelen: int, smac: bytes | None, dmac: bytes | None, what: str
-) -> Decoded:
+def _plain(kind: int, ver: int, tlen: int, src: bytes, dst: bytes, proto: int, frag: int,
+           ipid: int, smac, dmac, malformed: bool, info: tuple | None = None) -> Decoded:
+    """A record without transport fields (no ports, flags or sequence numbers)."""
+    return _new(Decoded, (kind, ver, tlen, src, dst, proto, 0, 0, 0, 0, 0, 0, 0, frag, ipid,
+                          smac, dmac, info, malformed))
+
+
+def _non_ip(linktype: int, off: int, wirelen: int, smac, dmac, etype: int, what: str, a,
+            b, malformed: bool) -> Decoded:
+    """A non-IP frame: counted by its wire length; info as model.Decoded describes it."""
+    info = (LINK_NAMES.get(linktype, str(linktype)), what, a, b, max(0, wirelen - off))
+    return _plain(K_NON_IP, 0, wirelen, b"", b"", etype, FRAG_NONE, 0, smac, dmac, malformed,
+                  info)
+
+
+def non_ip_malformed(linktype: int, off: int, wirelen: int, smac: bytes | None,
+                     dmac: bytes | None, what: str) -> Decoded:
     """A frame whose IP header could not be read: counted once, as non-IP, and as malformed."""
-    return _new(
-        Decoded,
-        (
-            K_NON_IP,
-            0,
-            wirelen,
-            b"",
-            b"",
-            -1,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            FRAG_NONE,
-            0,
-            smac,
-            dmac,
-            (LINK_NAMES.get(linktype, str(linktype)), what, -1, None, max(0, wirelen - off)),
-            True,
-        ),
-    )
+    return _non_ip(linktype, off, wirelen, smac, dmac, -1, what, -1, None, True)
 
 
 def _ipv4(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Decoded:
@@ -309,240 +238,11 @@ def _ipv4(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Dec
     elif tlen < hl or tlen > wirelen - off:
         malformed = True  # a lying length: counted as the header says, but not trusted
     kind = _KIND.get(proto, K_OTHER_IP)
-    fragoff = fragw & 0x1FFF
-    if fragoff:
-        return _new(
-            Decoded,
-            (
-                kind,
-                4,
-                tlen,
-                src,
-                dst,
-                proto,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                FRAG_LATER,
-                ipid,
-                smac,
-                dmac,
-                None,
-                malformed,
-            ),
-        )
+    if fragw & 0x1FFF:
+        return _plain(kind, 4, tlen, src, dst, proto, FRAG_LATER, ipid, smac, dmac, malformed)
     frag = FRAG_FIRST if fragw & 0x2000 else FRAG_NONE
-    t = off + hl
-    if kind == K_TCP:
-        if len(data) - t < 20 or malformed:
-            return _new(
-                Decoded,
-                (
-                    K_TCP,
-                    4,
-                    tlen,
-                    src,
-                    dst,
-                    proto,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    frag,
-                    ipid,
-                    smac,
-                    dmac,
-                    None,
-                    True,
-                ),
-            )
-        sport, dport, seq, ack, doff, flags, win = _TCP.unpack_from(data, t)
-        thl = (doff >> 4) << 2
-        if thl < 20 or hl + thl > tlen:
-            return _new(
-                Decoded,
-                (
-                    K_TCP,
-                    4,
-                    tlen,
-                    src,
-                    dst,
-                    proto,
-                    sport,
-                    dport,
-                    flags,
-                    seq,
-                    ack,
-                    win,
-                    0,
-                    frag,
-                    ipid,
-                    smac,
-                    dmac,
-                    None,
-                    True,
-                ),
-            )
-        return _new(
-            Decoded,
-            (
-                K_TCP,
-                4,
-                tlen,
-                src,
-                dst,
-                proto,
-                sport,
-                dport,
-                flags,
-                seq,
-                ack,
-                win,
-                tlen - hl - thl,
-                frag,
-                ipid,
-                smac,
-                dmac,
-                None,
-                False,
-            ),
-        )
-    if kind == K_UDP:
-        if len(data) - t < 4 or malformed or t + 4 > off + tlen:
-            return _new(
-                Decoded,
-                (
-                    K_UDP,
-                    4,
-                    tlen,
-                    src,
-                    dst,
-                    proto,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    frag,
-                    ipid,
-                    smac,
-                    dmac,
-                    None,
-                    True,
-                ),
-            )
-        sport, dport = _PORTS.unpack_from(data, t)
-        return _new(
-            Decoded,
-            (
-                K_UDP,
-                4,
-                tlen,
-                src,
-                dst,
-                proto,
-                sport,
-                dport,
-                0,
-                0,
-                0,
-                0,
-                0,
-                frag,
-                ipid,
-                smac,
-                dmac,
-                None,
-                False,
-            ),
-        )
-    if kind == K_ICMP:
-        if len(data) - t < 4 or malformed or t + 4 > off + tlen:
-            return _new(
-                Decoded,
-                (
-                    K_ICMP,
-                    4,
-                    tlen,
-                    src,
-                    dst,
-                    proto,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    frag,
-                    ipid,
-                    smac,
-                    dmac,
-                    None,
-                    True,
-                ),
-            )
-        itype = data[t]
-        icode = data[t + 1]
-        quoted = _quoted_v4(data, t + 8) if itype == 3 else None
-        return _new(
-            Decoded,
-            (
-                K_ICMP,
-                4,
-                tlen,
-                src,
-                dst,
-                proto,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                frag,
-                ipid,
-                smac,
-                dmac,
-                (itype, icode, quoted),
-                False,
-            ),
-        )
-    info = _ospf(data, t) if proto == 89 else None
-    return _new(
-        Decoded,
-        (
-            K_OTHER_IP,
-            4,
-            tlen,
-            src,
-            dst,
-            proto,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            frag,
-            ipid,
-            smac,
-            dmac,
-            info,
-            malformed,
-        ),
-    )
+    return _transport(kind, 4, tlen, src, dst, proto, frag, ipid, data, off + hl, off + tlen,
+                      malformed, smac, dmac)
 
 
 def _ipv6(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Decoded:
@@ -562,273 +262,59 @@ def _ipv6(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Dec
         hops += 1
         if len(data) < t + 8 or t + 8 > end or hops > 16:
             # the chain runs past what was captured: the protocol is unknown
-            return _new(
-                Decoded,
-                (
-                    K_OTHER_IP,
-                    6,
-                    tlen,
-                    src,
-                    dst,
-                    nh,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    frag,
-                    ipid,
-                    smac,
-                    dmac,
-                    None,
-                    True,
-                ),
-            )
+            return _plain(K_OTHER_IP, 6, tlen, src, dst, nh, frag, ipid, smac, dmac, True)
         if nh == 44:
             nnh, fo, ipid = _FRAG6.unpack_from(data, t)
             t += 8
             nh = nnh
             if fo & 0xFFF8:
-                kind = _KIND6.get(nh, K_OTHER_IP)
-                return _new(
-                    Decoded,
-                    (
-                        kind,
-                        6,
-                        tlen,
-                        src,
-                        dst,
-                        nh,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        FRAG_LATER,
-                        ipid,
-                        smac,
-                        dmac,
-                        None,
-                        malformed,
-                    ),
-                )
+                return _plain(_KIND6.get(nh, K_OTHER_IP), 6, tlen, src, dst, nh, FRAG_LATER,
+                              ipid, smac, dmac, malformed)
             if fo & 1:
                 frag = FRAG_FIRST
         else:
             nnh = data[t]
             t += (data[t + 1] + 1) << 3
             nh = nnh
-    kind = _KIND6.get(nh, K_OTHER_IP)
+    return _transport(_KIND6.get(nh, K_OTHER_IP), 6, tlen, src, dst, nh, frag, ipid, data, t,
+                      end, malformed, smac, dmac)
+
+
+def _transport(kind: int, ver: int, tlen: int, src: bytes, dst: bytes, proto: int, frag: int,
+               ipid: int, data: bytes, t: int, end: int, malformed: bool, smac,
+               dmac) -> Decoded:
+    """The transport header at `t` of a datagram that ends (by its header) at `end`.
+    Mirrors decode_dpkt._transport, check for check."""
     if kind == K_TCP:
-        if len(data) - t < 20 or malformed or t + 20 > end:
-            return _new(
-                Decoded,
-                (
-                    K_TCP,
-                    6,
-                    tlen,
-                    src,
-                    dst,
-                    nh,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    frag,
-                    ipid,
-                    smac,
-                    dmac,
-                    None,
-                    True,
-                ),
-            )
+        # The IPv6 check on the fixed header's end; for IPv4 a short Total Length shows up
+        # in the data offset check below instead (the twin does the same).
+        if len(data) - t < 20 or malformed or (ver == 6 and t + 20 > end):
+            return _plain(K_TCP, ver, tlen, src, dst, proto, frag, ipid, smac, dmac, True)
         sport, dport, seq, ack, doff, flags, win = _TCP.unpack_from(data, t)
         thl = (doff >> 4) << 2
-        if thl < 20 or t + thl > end:
-            return _new(
-                Decoded,
-                (
-                    K_TCP,
-                    6,
-                    tlen,
-                    src,
-                    dst,
-                    nh,
-                    sport,
-                    dport,
-                    flags,
-                    seq,
-                    ack,
-                    win,
-                    0,
-                    frag,
-                    ipid,
-                    smac,
-                    dmac,
-                    None,
-                    True,
-                ),
-            )
-        return _new(
-            Decoded,
-            (
-                K_TCP,
-                6,
-                tlen,
-                src,
-                dst,
-                nh,
-                sport,
-                dport,
-                flags,
-                seq,
-                ack,
-                win,
-                end - t - thl,
-                frag,
-                ipid,
-                smac,
-                dmac,
-                None,
-                False,
-            ),
-        )
+        bad = thl < 20 or t + thl > end
+        return _new(Decoded, (K_TCP, ver, tlen, src, dst, proto, sport, dport, flags, seq, ack,
+                              win, 0 if bad else end - t - thl, frag, ipid, smac, dmac, None,
+                              bad))
     if kind == K_UDP:
         if len(data) - t < 4 or malformed or t + 4 > end:
-            return _new(
-                Decoded,
-                (
-                    K_UDP,
-                    6,
-                    tlen,
-                    src,
-                    dst,
-                    nh,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    frag,
-                    ipid,
-                    smac,
-                    dmac,
-                    None,
-                    True,
-                ),
-            )
+            return _plain(K_UDP, ver, tlen, src, dst, proto, frag, ipid, smac, dmac, True)
         sport, dport = _PORTS.unpack_from(data, t)
-        return _new(
-            Decoded,
-            (
-                K_UDP,
-                6,
-                tlen,
-                src,
-                dst,
-                nh,
-                sport,
-                dport,
-                0,
-                0,
-                0,
-                0,
-                0,
-                frag,
-                ipid,
-                smac,
-                dmac,
-                None,
-                False,
-            ),
-        )
+        return _new(Decoded, (K_UDP, ver, tlen, src, dst, proto, sport, dport, 0, 0, 0, 0, 0,
+                              frag, ipid, smac, dmac, None, False))
     if kind == K_ICMP:
         if len(data) - t < 4 or malformed or t + 4 > end:
-            return _new(
-                Decoded,
-                (
-                    K_ICMP,
-                    6,
-                    tlen,
-                    src,
-                    dst,
-                    nh,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    frag,
-                    ipid,
-                    smac,
-                    dmac,
-                    None,
-                    True,
-                ),
-            )
+            return _plain(K_ICMP, ver, tlen, src, dst, proto, frag, ipid, smac, dmac, True)
         itype = data[t]
-        icode = data[t + 1]
-        quoted = _quoted_v6(data, t + 8) if itype == 1 else None
-        return _new(
-            Decoded,
-            (
-                K_ICMP,
-                6,
-                tlen,
-                src,
-                dst,
-                nh,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                frag,
-                ipid,
-                smac,
-                dmac,
-                (itype, icode, quoted),
-                False,
-            ),
-        )
-    info = _ospf(data, t) if nh == 89 else None
-    return _new(
-        Decoded,
-        (
-            K_OTHER_IP,
-            6,
-            tlen,
-            src,
-            dst,
-            nh,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            frag,
-            ipid,
-            smac,
-            dmac,
-            info,
-            malformed,
-        ),
-    )
+        if ver == 4:
+            quoted = _quoted_v4(data, t + 8) if itype == 3 else None
+        else:
+            quoted = _quoted_v6(data, t + 8) if itype == 1 else None
+        return _plain(K_ICMP, ver, tlen, src, dst, proto, frag, ipid, smac, dmac, False,
+                      (itype, data[t + 1], quoted))
+    info = _ospf(data, t) if proto == 89 else None
+    return _plain(K_OTHER_IP, ver, tlen, src, dst, proto, frag, ipid, smac, dmac, malformed,
+                  info)
 
 
 def _quoted_v4(data: bytes, q: int) -> tuple | None:
@@ -863,87 +349,18 @@ def _ospf(data: bytes, t: int) -> tuple | None:
 
 def _arp(linktype: int, data: bytes, off: int, wirelen: int, etype: int, smac, dmac) -> Decoded:
     what = "arp" if etype == ETH_ARP else "rarp"
-    lname = LINK_NAMES.get(linktype, str(linktype))
     if len(data) - off < 8:
-        return _new(
-            Decoded,
-            (
-                K_NON_IP,
-                0,
-                wirelen,
-                b"",
-                b"",
-                etype,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                FRAG_NONE,
-                0,
-                smac,
-                dmac,
-                (lname, what, 0, None, max(0, wirelen - off)),
-                True,
-            ),
-        )
+        return _non_ip(linktype, off, wirelen, smac, dmac, etype, what, 0, None, True)
     _htype, _ptype, hlen, plen, op = _ARP.unpack_from(data, off)
     p = off + 8
     if len(data) < p + 2 * (hlen + plen):
-        return _new(
-            Decoded,
-            (
-                K_NON_IP,
-                0,
-                wirelen,
-                b"",
-                b"",
-                etype,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                FRAG_NONE,
-                0,
-                smac,
-                dmac,
-                (lname, what, op, None, max(0, wirelen - off)),
-                True,
-            ),
-        )
-    sha = bytes(data[p : p + hlen])
-    spa = bytes(data[p + hlen : p + hlen + plen])
-    tha = bytes(data[p + hlen + plen : p + 2 * hlen + plen])
-    tpa = bytes(data[p + 2 * hlen + plen : p + 2 * (hlen + plen)])
-    return _new(
-        Decoded,
-        (
-            K_NON_IP,
-            0,
-            wirelen,
-            b"",
-            b"",
-            etype,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            FRAG_NONE,
-            0,
-            smac,
-            dmac,
-            (lname, what, op, (sha, spa, tha, tpa), max(0, wirelen - off)),
-            False,
-        ),
-    )
+        return _non_ip(linktype, off, wirelen, smac, dmac, etype, what, op, None, True)
+    sha = bytes(data[p:p + hlen])
+    spa = bytes(data[p + hlen:p + hlen + plen])
+    tha = bytes(data[p + hlen + plen:p + 2 * hlen + plen])
+    tpa = bytes(data[p + 2 * hlen + plen:p + 2 * (hlen + plen)])
+    return _non_ip(linktype, off, wirelen, smac, dmac, etype, what, op, (sha, spa, tha, tpa),
+                   False)
 
 
 _KIND = {6: K_TCP, 17: K_UDP, 1: K_ICMP}
