@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_pipeline import bench_capture, iptraf_mp  # noqa: E402
+from bench_pipeline import bench_capture, busy_seconds, iptraf_mp, tree  # noqa: E402
 
 from iptraf_mp.capfile import open_capture  # noqa: E402
 from iptraf_mp.decode import decode  # noqa: E402
@@ -99,13 +99,6 @@ class Veth:
         return ["ip", "netns", "exec", self.ns_b, *argv]
 
 
-def busy_seconds() -> float:
-    """CPU time the whole machine has spent busy, from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
 def children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
@@ -133,24 +126,6 @@ def cpu_seconds(pids: list[int]) -> float:
         fields = st[st.rindex(b")") + 2:].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / tick
-
-
-def tree(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = defaultdict(list)
-    for e in os.listdir("/proc"):
-        if e.isdigit():
-            try:
-                with open(f"/proc/{e}/stat", "rb") as f:
-                    st = f.read()
-                kids[int(st[st.rindex(b")") + 2:].split()[1])].append(int(e))
-            except (OSError, ValueError):
-                continue
-    out, todo = [pid], [pid]
-    while todo:
-        for k in kids.get(todo.pop(), []):
-            out.append(k)
-            todo.append(k)
-    return out
 
 
 def checksummed(cap: Path) -> Path:

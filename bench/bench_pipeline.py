@@ -69,7 +69,7 @@ def iptraf_mp() -> str:
 
 # ---- end to end --------------------------------------------------------------------------------
 
-def _tree(pid: int) -> list[int]:
+def tree(pid: int) -> list[int]:
     kids: dict[int, list[int]] = {}
     for e in os.listdir("/proc"):
         if e.isdigit():
@@ -98,7 +98,7 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
-def _busy_seconds() -> float:
+def busy_seconds() -> float:
     """CPU time the whole machine has spent busy (all processes), from /proc/stat."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
@@ -120,21 +120,21 @@ def measure(name: str, argv: list[str]) -> Result:
     """Run `argv` to its end: wall time, CPU of it and its reaped children, peak PSS."""
     peak = 0
     done = threading.Event()
-    busy0 = _busy_seconds()
+    busy0 = busy_seconds()
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, sum(_pss_kib(p) for p in _tree(proc.pid)))
+            peak = max(peak, sum(_pss_kib(p) for p in tree(proc.pid)))
             done.wait(0.1)
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
     _, status, ru = os.wait4(proc.pid, 0)
     wall = time.monotonic() - start
-    busy = _busy_seconds() - busy0
+    busy = busy_seconds() - busy0
     done.set()
     t.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
