@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 from collections import deque
-from dataclasses import dataclass
 
 from shards.protocol import (
     Publication,
@@ -20,23 +19,11 @@ from shards.protocol import (
 )
 
 from .engine import Summary
-from .othertable import OtherLine
+from .othertable import OtherFlow, OtherLine
 from .tcptable import END_OPEN, Pair, SlotList
 
-
-@dataclass(slots=True, eq=False)
-class FlowView:
-    iface: str
-    kind: int
-    proto: int
-    src: bytes
-    dst: bytes
-    sport: int
-    dport: int
-    packets: int
-    bytes: int
-    first_seen: float
-    last_seen: float
+# A shard's OtherFlow, mirrored here: same fields, same meaning.
+FlowView = OtherFlow
 
 
 def settle_heap() -> None:
