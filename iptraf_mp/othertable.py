@@ -97,7 +97,9 @@ class OtherTable:
         return f
 
     def tick(self, now: float) -> None:
-        for fk, seen in list(self.frag_firsts.items()):
-            if now - seen[0] < 60.0:
+        firsts = self.frag_firsts
+        while firsts:  # oldest first: stop at the first young one, without copying
+            fk = next(iter(firsts))
+            if now - firsts[fk][0] < 60.0:
                 break
-            del self.frag_firsts[fk]
+            del firsts[fk]

@@ -416,15 +416,20 @@ class TcpTable:
         return True
 
     def _expire_fragments(self, now: float) -> None:
-        for fk, seen in list(self.frag_seen.items()):
-            if now - seen < FRAG_MAX_AGE:
+        # oldest first (insertion order): stop at the first young one, without copying
+        seen = self.frag_seen
+        while seen:
+            fk = next(iter(seen))
+            if now - seen[fk] < FRAG_MAX_AGE:
                 break
-            del self.frag_seen[fk]
+            del seen[fk]
             self.frags.pop(fk, None)
-        for fk, pend in list(self.frag_pending.items()):
-            if now - pend[1] < FRAG_MAX_AGE:
+        pending = self.frag_pending
+        while pending:
+            fk = next(iter(pending))
+            if now - pending[fk][1] < FRAG_MAX_AGE:
                 break
-            del self.frag_pending[fk]
+            del pending[fk]
 
     # ---- clock-driven work ---------------------------------------------------------------
 
