@@ -16,6 +16,7 @@ from shards.worker import make_publication, track_changes
 from .capfile import CaptureFileError, open_capture
 from .decode import decode
 from .engine import Engine, Settings
+from .fastpath import Record, feed_records
 from .merge import Merger, settle_heap
 
 
@@ -51,34 +52,39 @@ class LocalRun:
         if self._done:
             return False
         engine = self.engine
-        feed = engine.feed
         ifaces = self._reader.interfaces
+        # (name, link type) per interface index; pcapng may add interfaces as it goes
+        known = {i: (x.name, x.linktype) for i, x in enumerate(ifaces)}
+
+        def late_interface(rec: Record) -> None:
+            known.update((i, (x.name, x.linktype)) for i, x in enumerate(ifaces))
+            frame_no, ts, wirelen, ifidx, data = rec
+            name, lt = known[ifidx]
+            engine.feed(ts, name, decode(lt, data, wirelen), frame_no)
+
         deadline = time.monotonic() + timeout
         n = self._frames
         finished = self._stop
         speed = self.speed
-        try:
-            while not finished:
-                # (name, link type) per interface index; pcapng may add interfaces as it goes
-                known = [(i.name, i.linktype) for i in ifaces]
-                count = 0
-                for ts, ifidx, data, wirelen in islice(self._iter, 4096):
-                    count += 1
-                    n += 1
-                    if ifidx >= len(known):
-                        known = [(i.name, i.linktype) for i in ifaces]
-                    name, lt = known[ifidx]
-                    feed(ts, name, decode(lt, data, wirelen), n)
-                    if speed and self._pace(ts):
-                        break
-                else:
-                    if count < 4096:
-                        finished = True
-                if time.monotonic() >= deadline:
-                    break
-        except CaptureFileError as e:
-            self.stats.errors.append(str(e))
-            finished = True
+        chunk_size = 1 if speed else 4096  # --speed paces every packet
+        while not finished:
+            chunk: list = []
+            try:
+                chunk.extend(islice(self._iter, chunk_size))
+            except CaptureFileError as e:
+                # the frames before the damage still count: extend() kept them
+                self.stats.errors.append(str(e))
+                finished = True
+            records = [(n + i, ts, wirelen, ifidx, data)
+                       for i, (ts, ifidx, data, wirelen) in enumerate(chunk, 1)]
+            n += len(chunk)
+            feed_records(engine, records, known, late_interface)
+            if len(chunk) < chunk_size:
+                finished = True
+            elif speed:
+                self._pace(chunk[-1][0])
+            if time.monotonic() >= deadline:
+                break
         self._frames = n
         if finished:
             engine.finish()

@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 
 from iptraf_mp.decode import decode
 from iptraf_mp.engine import Engine, Settings
+from iptraf_mp.fastpath import Record, feed_records
 from iptraf_mp.merge import settle_heap
 
 from .batch import decode_batch
@@ -80,25 +81,25 @@ class Shard:
         self.publish(final=True)
 
     def process(self, buf: bytes) -> None:
+        self.decoded += feed_records(self.engine, decode_batch(buf), self.ifaces, self._control)
+
+    def _control(self, rec: Record) -> None:
+        """A record feed_records does not take: control, or an interface not announced."""
+        frame_no, ts, wirelen, ifindex, data = rec
         engine = self.engine
-        feed = engine.feed
-        ifaces = self.ifaces
-        n = 0
-        for frame_no, ts, wirelen, ifindex, data in decode_batch(buf):
-            if ifindex < MAX_IFACES:
-                name, lt = ifaces.get(ifindex) or (f"if{ifindex}", 1)
-                feed(ts, name, decode(lt, data, wirelen), frame_no)
-                n += 1
-            elif ifindex == CTL_TICK:
-                engine.tick(ts)
-            elif ifindex == CTL_IFACE:
-                idx, lt, name = parse_iface_record(data)
-                ifaces[idx] = (name, lt)
-            elif ifindex == CTL_END:
-                self.ended += 1
-            elif ifindex == CTL_FLUSH:
-                engine.flush()
-        self.decoded += n
+        if ifindex < MAX_IFACES:
+            name, lt = f"if{ifindex}", 1
+            engine.feed(ts, name, decode(lt, data, wirelen), frame_no)
+            self.decoded += 1
+        elif ifindex == CTL_TICK:
+            engine.tick(ts)
+        elif ifindex == CTL_IFACE:
+            idx, lt, name = parse_iface_record(data)
+            self.ifaces[idx] = (name, lt)
+        elif ifindex == CTL_END:
+            self.ended += 1
+        elif ifindex == CTL_FLUSH:
+            engine.flush()
 
     def publish(self, final: bool = False) -> None:
         pub = make_publication(self.engine, self.cfg.index, self.seq, self.decoded, final)

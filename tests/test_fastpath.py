@@ -1,0 +1,216 @@
+"""The batch fast path (iptraf_mp/fastpath.py) against its simple twin, decode + Engine.feed.
+
+Both run over the same captures (the whole corpus, every fixture, a generated capture of many
+interleaved connections, and hand-made streams aimed at each reason the fast path must step
+aside); the engines' complete state afterwards must be identical: the summary, every pair
+that ever existed with both directions' every field, the log events, the lower window's
+lines and the other-protocol flows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from iptraf_mp.capfile import open_capture
+from iptraf_mp.decode import decode
+from iptraf_mp.engine import Engine, PacketClock, Settings
+from iptraf_mp.fastpath import feed_records
+from shards.worker import track_changes
+
+from .conftest import corpus_files
+
+ROOT = Path(__file__).resolve().parent.parent
+CAPTURES = [*corpus_files("real"), *corpus_files("large"), *corpus_files("malformed"),
+            *sorted((ROOT / "fixtures").glob("*.pcap*"))]
+
+
+def _records(path: Path) -> tuple[list[tuple], dict[int, tuple[str, int]]]:
+    out: list[tuple] = []
+    with open_capture(path) as r:
+        try:
+            for n, (ts, ifidx, data, wirelen) in enumerate(r, 1):
+                out.append((n, ts, wirelen, ifidx, data))
+        except Exception:  # a damaged file: both paths get what came before the damage
+            pass
+        ifaces = {i: (x.name, x.linktype) for i, x in enumerate(r.interfaces)}
+    return out, ifaces
+
+
+def _state(engine: Engine) -> dict:
+    engine.finish()
+    return {
+        "summary": engine.summary.to_json(),
+        "now": engine.now,
+        "ticks": engine.tick_no,
+        "sealed": [(tick, [dataclasses.asdict(p) for p in group])
+                   for tick, group in engine.sealed],
+        "events": [dataclasses.asdict(e) for e in engine.tcp.events],
+        "lines": [(ln.ts, ln.iface, tuple(ln.d)) for ln in engine.other.lines],
+        "flows": sorted((dataclasses.astuple(f) for f in engine.other.flows.values()), key=repr),
+        "untracked": engine.tcp.untracked,
+    }
+
+
+def _both(records: list[tuple], ifaces: dict, settings: Settings, chunk: int = 4096
+          ) -> tuple[dict, dict, int]:
+    simple = Engine(settings, display=False)
+    for frame_no, ts, wirelen, ifidx, data in records:
+        name, lt = ifaces[ifidx]
+        simple.feed(ts, name, decode(lt, data, wirelen), frame_no)
+    fast = Engine(settings, display=False)
+    taken = 0
+    for i in range(0, len(records), chunk):
+        taken += feed_records(fast, records[i:i + chunk], ifaces)
+    assert taken == len(records)
+    return _state(simple), _state(fast), simple.summary.tcp.packets
+
+
+def _assert_same(simple: dict, fast: dict) -> None:
+    for k in simple:
+        assert fast[k] == simple[k], k
+
+
+@pytest.mark.parametrize("cap", CAPTURES, ids=lambda p: p.name)
+def test_fast_path_equals_simple_twin(cap: Path) -> None:
+    records, ifaces = _records(cap)
+    for settings in (Settings(), Settings(log_events=True, tcp_timeout=30.0)):
+        simple, fast, _ = _both(records, ifaces, settings)
+        _assert_same(simple, fast)
+
+
+def test_fast_path_equals_simple_twin_on_generated_traffic(tmp_path: Path) -> None:
+    """Thousands of interleaved connections: most packets take the fast path here, and a
+    small table (evictions) and short timeout (timeouts, retirement) stress the rest."""
+    cap = tmp_path / "gen.pcap"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gen_capture.py"), str(cap),
+                    "--packets", "60000", "--connections", "3000"], check=True,
+                   stdout=subprocess.DEVNULL)
+    records, ifaces = _records(cap)
+    for settings in (Settings(), Settings(log_events=True, max_pairs=500, tcp_timeout=2.0)):
+        simple, fast, tcp_packets = _both(records, ifaces, settings, chunk=1000)
+        assert tcp_packets > 50000
+        _assert_same(simple, fast)
+
+
+# ---- hand-made streams: each reason to leave the fast path --------------------------------
+
+MAC_A, MAC_B, MAC_C = bytes.fromhex("020000000001"), bytes.fromhex("020000000002"), \
+    bytes.fromhex("020000000003")
+A, B = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
+
+
+def _frame(src: bytes, dst: bytes, sport: int, dport: int, flags: int, payload: int = 0,
+           smac: bytes = MAC_A, dmac: bytes = MAC_B, seq: int = 1, ack: int = 1,
+           frag: int = 0x4000, win: int = 1000) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, win, 0, 0)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + payload, 7, frag, 64, 6, 0, src, dst)
+    return struct.pack("!6s6sH", dmac, smac, 0x0800) + ip + tcp + bytes(payload)
+
+
+def _stream() -> list[tuple[float, int, bytes]]:
+    """(ts, ifindex, frame): one connection through every state the fast path must not
+    touch, on two interfaces, with the clock stepping back (interfaces interleave)."""
+    out: list[tuple[float, int, bytes]] = []
+    t = 100.0
+
+    def add(dt: float, frame: bytes, ifidx: int = 0) -> None:
+        nonlocal t
+        t += dt
+        out.append((t, ifidx, frame))
+
+    ab = (A, B, 4000, 80)
+    ba = (B, A, 80, 4000)
+    cd = (A, B, 5000, 443)
+    add(0, _frame(*ab, SYN))                              # half-open
+    add(0.01, _frame(*ab, ACK, 10))                       # data while half-open
+    add(0.01, _frame(*ba, SYN | ACK, smac=MAC_B, dmac=MAC_A))
+    add(0.01, _frame(*cd, ACK, 50))                       # a second connection, soon idle
+    add(0.01, _frame(*cd, ACK, 51))
+    for i in range(60):                                    # plain data both ways, 3.6 s:
+        add(0.05, _frame(*ab, ACK | PSH, 100 + i))        # the first connection moves
+        add(0.01, _frame(*ba, ACK, smac=MAC_B, dmac=MAC_A, win=500 + i))  # behind the idle one
+    add(0.0, _frame(*ab, ACK, 5, smac=MAC_C))              # MAC change
+    add(0.5, _frame(*ab, ACK, 6, smac=MAC_C))              # a new clock second
+    add(-0.3, _frame(*ab, ACK, 7, smac=MAC_C), ifidx=1)    # other interface, clock back
+    add(0.01, _frame(*ab, ACK, 8, smac=MAC_C, frag=0x2000))  # first fragment
+    add(0.01, _frame(*ab, ACK, 8, smac=MAC_C, frag=0x0010))  # a later fragment
+    add(0.01, _frame(*ab, FIN | ACK, 0, smac=MAC_C, seq=50, ack=900))
+    add(0.01, _frame(*ba, ACK, 3, smac=MAC_B, dmac=MAC_A, seq=900))  # acknowledges the FIN
+    add(0.01, _frame(*ba, ACK, 4, smac=MAC_B, dmac=MAC_A, seq=903))  # more data, FIN pending
+    add(0.01, _frame(*ba, FIN | ACK, 0, smac=MAC_B, dmac=MAC_A, seq=907, ack=51))
+    add(0.01, _frame(*ab, ACK, 0, smac=MAC_C, seq=51, ack=908))  # closes the pair
+    add(0.01, _frame(*ab, ACK, 0, smac=MAC_C, seq=51, ack=908))  # straggler on an ended pair
+    add(0.01, _frame(*ab, SYN, smac=MAC_C))                # a new connection on the same ports
+    add(0.01, _frame(*ab, ACK, 9, smac=MAC_C))
+    add(0.01, _frame(*ab, RST, smac=MAC_C))
+    add(0.01, _frame(A, A, 9, 9, ACK, 4))                  # both ends the same socket address
+    add(0.01, _frame(A, A, 9, 9, ACK, 4))
+    bad = bytearray(_frame(*ab, ACK, 20, smac=MAC_C))
+    bad[16:18] = struct.pack("!H", 2000)                   # IP length beyond the frame
+    add(0.01, bytes(bad))
+    ef, fe = (A, B, 6000, 22), (B, A, 22, 6000)
+    add(0.01, _frame(*ef, SYN))
+    add(0.01, _frame(*fe, SYN | ACK, smac=MAC_B, dmac=MAC_A))
+    add(0.01, _frame(*ef, ACK, 10))
+    add(0.01, _frame(*ef, ACK | PSH, 30, win=4321))      # the last words: fast
+    add(0.01, _frame(*fe, ACK, smac=MAC_B, dmac=MAC_A, win=1234))
+    add(0.01, _frame(*fe, ACK, smac=MAC_B, dmac=MAC_A, win=2345))
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+@pytest.mark.parametrize("auto_tick", [True, False], ids=["one-process", "shard"])
+def test_fast_path_equals_simple_twin_on_every_exit(chunk: int, auto_tick: bool) -> None:
+    ifaces = {0: ("eth0", 1), 1: ("eth1", 1)}
+    records = [(n, ts, len(f), ifidx, f) for n, (ts, ifidx, f) in enumerate(_stream(), 1)]
+    settings = Settings(log_events=True, tcp_timeout=1.0)
+    simple, fast = (Engine(settings, auto_tick=auto_tick, display=False) for _ in range(2))
+    for engine in (simple, fast):
+        track_changes(engine, keep_lines=True)
+    # a shard gets its ticks as control records between frames, where the reader's clock
+    # says (shards/reader.py)
+    ctl = 99
+    fed = []
+    clock = PacketClock()
+    for rec in records:
+        if not auto_tick and clock.advance(rec[1]):
+            fed.append((0, rec[1], 0, ctl, b""))
+        fed.append(rec)
+    for i in range(0, len(fed), chunk):
+        part = fed[i:i + chunk]
+        for frame_no, ts, wirelen, ifidx, data in part:
+            if ifidx == ctl:
+                simple.tick(ts)
+            else:
+                name, lt = ifaces[ifidx]
+                simple.feed(ts, name, decode(lt, data, wirelen), frame_no)
+        feed_records(fast, part, ifaces, lambda r: fast.tick(r[1]))
+        # what a publication would take at this moment
+        assert (fast.now, fast.tcp.dirty) == (simple.now, simple.tcp.dirty), i
+        simple.tcp.dirty.clear()
+        fast.tcp.dirty.clear()
+    a, b = _state(simple), _state(fast)
+    _assert_same(a, b)
+    # the stream really went through the states it was written for
+    assert a["summary"]["malformed"] == 1
+    kinds = {e["kind"] for e in a["events"]}
+    assert {"first", "mac", "fin", "finack", "reset", "timeout"} <= kinds
+    idle = [e for e in a["events"] if e["kind"] == "timeout" and e["sport"] == 5000]
+    assert idle and idle[0]["ts"] < 103.0  # timed out while the first connection was busy
+
+
+def test_unknown_interface_goes_to_the_callback_in_order() -> None:
+    frames = [_frame(A, B, 1, 2, SYN), _frame(A, B, 1, 2, ACK, 5), _frame(A, B, 1, 2, ACK, 6)]
+    records = [(i + 1, 10.0 + i, len(f), i % 2, f) for i, f in enumerate(frames)]
+    seen: list[int] = []
+    engine = Engine(display=False)
+    assert feed_records(engine, records, {0: ("eth0", 1)}, lambda r: seen.append(r[0])) == 2
+    assert seen == [2]
+    assert engine.summary.frames == 2
