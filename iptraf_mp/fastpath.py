@@ -16,75 +16,78 @@ test replays captures both ways and requires identical results.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Mapping
 
-from .decode import _ETH_IP4_TCP, decode
+from .capfile import Packet
+from .decode import decode
 from .engine import Engine
 
-# A numbered capture record: (frame_no, ts, wirelen, ifindex, data), as shards/batch.py
-# carries them.
-Record = tuple[int, float, int, int, bytes]
-
 _STATEFUL = 0x07  # FIN, SYN, RST: the state machine must see them
+_INF = float("inf")
+# What the fast path reads of Ethernet + IPv4 (no options) + TCP: source MAC, total length,
+# fragment word, protocol, addresses, ports, data offset, flags, window.
+_ETH_IP4_TCP_FAST = struct.Struct("!6x6s2x2xH2xH1xB2x4s4sHH8xBBH")
 
 
-def feed_records(engine: Engine, records: Iterable[Record],
+def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packet],
                  ifaces: Mapping[int, tuple[str, int]],
-                 other: Callable[[Record], None] | None = None) -> int:
-    """Feed `records` to `engine` in order; returns how many were frames.
+                 other: Callable[[int, Packet], None] | None = None) -> int:
+    """Feed `records` ((ts, ifindex, data, wirelen), as capture files yield them) to `engine`
+    in order, each with its frame number from `numbers`; returns how many were frames.
 
     `ifaces` maps an interface index to (name, link type). A record whose index is not in it
-    is handed to `other` (a shard's control records, a pcapng interface seen late); with no
-    `other` it is an error of the caller's.
+    is handed to `other` with its number (a shard's control records, a pcapng interface seen
+    late); with no `other` it is an error of the caller's.
     """
     tcp = engine.tcp
     live = tcp.live
     dirty = tcp.dirty
-    clock = engine.clock
     feed = engine.feed
-    unpack = _ETH_IP4_TCP.unpack_from
+    unpack = _ETH_IP4_TCP_FAST.unpack_from
     get_iface = ifaces.get
     frames = nbytes = fast = 0
-    for rec in records:
-        frame_no, ts, wirelen, ifindex, data = rec
+    # The packet clock in locals, written back before anything else may read it
+    now = now0 = engine.now if engine.clock is None else engine.clock.now
+    nxt = _next_tick(engine)
+    for frame_no, rec in zip(numbers, records, strict=True):
+        ts, ifindex, data, wirelen = rec
         ifc = get_iface(ifindex)
         if ifc is None:
             if fast:
                 _count(engine, fast, nbytes)
                 fast = nbytes = 0
-            other(rec)  # type: ignore[misc]
+            if now != now0:
+                _set_now(engine, now)
+            other(frame_no, rec)  # type: ignore[misc]
+            now = now0 = engine.now if engine.clock is None else engine.clock.now
+            nxt = _next_tick(engine)
             continue
         frames += 1
         name, lt = ifc
-        if lt == 1 and len(data) >= 54 and data[14] == 0x45 and data[12] == 8 and not data[13]:
-            (_dmac, smac, _etype, tlen, _ipid, fragw, _ttl, proto, src, dst, sport, dport, _seq,
-             _ack, doff, flags, win) = unpack(data, 0)
-            thl = (doff >> 4) << 2
-            if proto == 6 and not fragw & 0x3FFF and not flags & _STATEFUL and thl >= 20 \
-                    and 20 + thl <= tlen <= wirelen - 14:
+        # Not a new second of the packet clock (the general path ticks), then Ethernet,
+        # IPv4 without options, TCP without FIN, SYN or RST, not a fragment, lengths sane.
+        if (ts <= now or ts < nxt) and lt == 1 and len(data) >= 54 and data[14] == 0x45 \
+                and data[12] == 8 and not data[13]:
+            smac, tlen, fragw, proto, src, dst, sport, dport, doff, flags, win = unpack(data, 0)
+            if proto == 6 and not fragw & 0x3FFF and not flags & _STATEFUL and doff >= 0x50 \
+                    and 20 + ((doff >> 4) << 2) <= tlen <= wirelen - 14:
                 if src < dst or (src == dst and sport <= dport):
                     pair = live.get((name, src, sport, dst, dport))
                 else:
                     pair = live.get((name, dst, dport, src, sport))
-                # (a half-open pair needs no test: its answering side has no packets yet)
-                if pair is not None and not pair.ended and int(ts) <= pair.lru_sec:
+                # Open, and already reordered in its idle list this second. (A half-open pair
+                # needs no test: its answering side has no packets yet.)
+                if pair is not None and not pair.ended and ts < pair.lru_sec + 1:
                     a = pair.a
                     if a.sport == sport and a.src == src:
                         e, o = a, pair.b
                     else:
                         e, o = pair.b, a
-                    # not a new second of the packet clock (the general path ticks)
-                    if clock is None:
-                        tick = False
-                    else:
-                        tick = ts > clock.now and ts >= clock.next
-                    if e.packets and smac == e.smac and o.finsent != 1 and not tick:
-                        if clock is None:
-                            if ts > engine.now:
-                                engine.now = ts
-                        elif ts > clock.now:
-                            clock.now = ts
-                            engine.now = ts
+                    # not the first packet this way, no MAC change, no FIN to acknowledge
+                    if e.packets and smac == e.smac and o.finsent != 1:
+                        if ts > now:
+                            now = ts
                         e.packets += 1
                         e.bytes += tlen
                         e.last_size = tlen
@@ -98,10 +101,28 @@ def feed_records(engine: Engine, records: Iterable[Record],
                         fast += 1
                         nbytes += tlen
                         continue
+        if now != now0:
+            _set_now(engine, now)
         feed(ts, name, decode(lt, data, wirelen), frame_no)
+        now = now0 = engine.now if engine.clock is None else engine.clock.now
+        nxt = _next_tick(engine)
+    if now != now0:
+        _set_now(engine, now)
     if fast:
         _count(engine, fast, nbytes)
     return frames
+
+
+def _next_tick(engine: Engine) -> float:
+    """Where the next tick is due: a shard's ticks come as control records, never here."""
+    return _INF if engine.clock is None else engine.clock.next
+
+
+def _set_now(engine: Engine, now: float) -> None:
+    """The clock advanced by fast-path packets, as `Engine.feed` would have moved it."""
+    engine.now = now
+    if engine.clock is not None:
+        engine.clock.now = now
 
 
 def _count(engine: Engine, packets: int, nbytes: int) -> None:

@@ -8,6 +8,9 @@ from typing import IO
 from .model import fmt_addr, fmt_flags, fmt_mac
 from .tcptable import Entry, Pair, entry_state
 
+# One encoder for every record: json.dumps() with separators builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def entry_record(pair: Pair, e: Entry) -> dict:
     return {
@@ -38,10 +41,10 @@ class JsonWriter:
         w = self.out.write
         for p in pairs:
             for rec in pair_records(p):
-                w(json.dumps(rec, separators=(",", ":")) + "\n")
+                w(_encode(rec) + "\n")
 
     def record(self, rec: dict) -> None:
-        self.out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self.out.write(_encode(rec) + "\n")
 
     def flush(self) -> None:
         self.out.flush()

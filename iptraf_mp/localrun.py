@@ -13,10 +13,10 @@ from itertools import islice
 from shards.supervisor import RunStats
 from shards.worker import make_publication, track_changes
 
-from .capfile import CaptureFileError, open_capture
+from .capfile import CaptureFileError, Packet, open_capture
 from .decode import decode
 from .engine import Engine, Settings
-from .fastpath import Record, feed_records
+from .fastpath import feed_records
 from .merge import Merger, settle_heap
 
 
@@ -56,9 +56,9 @@ class LocalRun:
         # (name, link type) per interface index; pcapng may add interfaces as it goes
         known = {i: (x.name, x.linktype) for i, x in enumerate(ifaces)}
 
-        def late_interface(rec: Record) -> None:
+        def late_interface(frame_no: int, rec: Packet) -> None:
             known.update((i, (x.name, x.linktype)) for i, x in enumerate(ifaces))
-            frame_no, ts, wirelen, ifidx, data = rec
+            ts, ifidx, data, wirelen = rec
             name, lt = known[ifidx]
             engine.feed(ts, name, decode(lt, data, wirelen), frame_no)
 
@@ -75,10 +75,8 @@ class LocalRun:
                 # the frames before the damage still count: extend() kept them
                 self.stats.errors.append(str(e))
                 finished = True
-            records = [(n + i, ts, wirelen, ifidx, data)
-                       for i, (ts, ifidx, data, wirelen) in enumerate(chunk, 1)]
+            feed_records(engine, range(n + 1, n + 1 + len(chunk)), chunk, known, late_interface)
             n += len(chunk)
-            feed_records(engine, records, known, late_interface)
             if len(chunk) < chunk_size:
                 finished = True
             elif speed:

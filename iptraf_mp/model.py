@@ -84,7 +84,7 @@ def fmt_addr(addr: bytes) -> str:
 def fmt_mac(mac: bytes | None) -> str | None:
     if mac is None:
         return None
-    return ":".join(f"{b:02x}" for b in mac)
+    return mac.hex(":")
 
 
 def fmt_flags(flags: int) -> str:

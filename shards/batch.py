@@ -26,6 +26,7 @@ __all__ = [
     "Packet",
     "decode_batch",
     "encode_batch",
+    "split_batch",
 ]
 
 MAGIC = b"IPB1"
@@ -60,6 +61,18 @@ def decode_batch(buf: bytes | bytearray | memoryview) -> list[Packet]:
 
     Raises :class:`BatchError` if the batch is truncated, has trailing bytes or a bad magic.
     """
+    numbers, records = split_batch(buf)
+    return [(n, ts, wirelen, ifindex, data)
+            for n, (ts, ifindex, data, wirelen) in zip(numbers, records, strict=True)]
+
+
+def split_batch(buf: bytes | bytearray | memoryview
+                ) -> tuple[list[int], list[tuple[float, int, bytes, int]]]:
+    """A batch as its frame numbers and, beside them, records shaped as capture files yield
+    them, (ts, ifindex, data, wirelen): what `iptraf_mp.fastpath.feed_records` takes.
+
+    Raises :class:`BatchError` as :func:`decode_batch` does.
+    """
     if type(buf) is not bytes:
         # One copy up front makes every per-packet slice a plain bytes slice; slicing a
         # memoryview and calling bytes() on each piece measured slower.
@@ -72,8 +85,10 @@ def decode_batch(buf: bytes | bytearray | memoryview) -> list[Packet]:
         raise BatchError(f"bad batch magic {magic!r}")
     unpack_from = PACKET_HEADER.unpack_from
     hsize = _PACKET_HEADER_SIZE
-    out: list[Packet] = []
-    append = out.append
+    numbers: list[int] = []
+    records: list[tuple[float, int, bytes, int]] = []
+    number = numbers.append
+    append = records.append
     off = _BATCH_HEADER_SIZE
     try:
         for _ in range(count):
@@ -82,13 +97,14 @@ def decode_batch(buf: bytes | bytearray | memoryview) -> list[Packet]:
             stop = off + caplen
             if stop > end:
                 raise BatchError(f"packet data runs past the end of the batch ({stop} > {end})")
-            append((frame_no, ts, wirelen, ifindex, buf[off:stop]))
+            number(frame_no)
+            append((ts, ifindex, buf[off:stop], wirelen))
             off = stop
     except struct.error as exc:
         raise BatchError(f"truncated packet header at offset {off}") from exc
     if off != end:
         raise BatchError(f"{end - off} trailing bytes after {count} packets")
-    return out
+    return numbers, records
 
 
 class BatchBuilder:

@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from iptraf_mp.capfile import Packet
 from iptraf_mp.decode import decode
 from iptraf_mp.engine import Engine, Settings
-from iptraf_mp.fastpath import Record, feed_records
+from iptraf_mp.fastpath import feed_records
 from iptraf_mp.merge import settle_heap
 
-from .batch import decode_batch
+from .batch import split_batch
 from .protocol import (
     CTL_END,
     CTL_FLUSH,
@@ -81,11 +82,12 @@ class Shard:
         self.publish(final=True)
 
     def process(self, buf: bytes) -> None:
-        self.decoded += feed_records(self.engine, decode_batch(buf), self.ifaces, self._control)
+        numbers, records = split_batch(buf)
+        self.decoded += feed_records(self.engine, numbers, records, self.ifaces, self._control)
 
-    def _control(self, rec: Record) -> None:
+    def _control(self, frame_no: int, rec: Packet) -> None:
         """A record feed_records does not take: control, or an interface not announced."""
-        frame_no, ts, wirelen, ifindex, data = rec
+        ts, ifindex, data, wirelen = rec
         engine = self.engine
         if ifindex < MAX_IFACES:
             name, lt = f"if{ifindex}", 1

@@ -66,7 +66,9 @@ def _both(records: list[tuple], ifaces: dict, settings: Settings, chunk: int = 4
     fast = Engine(settings, display=False)
     taken = 0
     for i in range(0, len(records), chunk):
-        taken += feed_records(fast, records[i:i + chunk], ifaces)
+        part = records[i:i + chunk]
+        taken += feed_records(fast, [r[0] for r in part],
+                              [(ts, ifidx, data, wl) for _, ts, wl, ifidx, data in part], ifaces)
     assert taken == len(records)
     return _state(simple), _state(fast), simple.summary.tcp.packets
 
@@ -191,7 +193,9 @@ def test_fast_path_equals_simple_twin_on_every_exit(chunk: int, auto_tick: bool)
             else:
                 name, lt = ifaces[ifidx]
                 simple.feed(ts, name, decode(lt, data, wirelen), frame_no)
-        feed_records(fast, part, ifaces, lambda r: fast.tick(r[1]))
+        feed_records(fast, [r[0] for r in part],
+                     [(ts, ifidx, data, wl) for _, ts, wl, ifidx, data in part], ifaces,
+                     lambda _n, r: fast.tick(r[0]))
         # what a publication would take at this moment
         assert (fast.now, fast.tcp.dirty) == (simple.now, simple.tcp.dirty), i
         simple.tcp.dirty.clear()
@@ -208,9 +212,10 @@ def test_fast_path_equals_simple_twin_on_every_exit(chunk: int, auto_tick: bool)
 
 def test_unknown_interface_goes_to_the_callback_in_order() -> None:
     frames = [_frame(A, B, 1, 2, SYN), _frame(A, B, 1, 2, ACK, 5), _frame(A, B, 1, 2, ACK, 6)]
-    records = [(i + 1, 10.0 + i, len(f), i % 2, f) for i, f in enumerate(frames)]
+    records = [(10.0 + i, i % 2, f, len(f)) for i, f in enumerate(frames)]
     seen: list[int] = []
     engine = Engine(display=False)
-    assert feed_records(engine, records, {0: ("eth0", 1)}, lambda r: seen.append(r[0])) == 2
+    assert feed_records(engine, [1, 2, 3], records, {0: ("eth0", 1)},
+                        lambda n, r: seen.append(n)) == 2
     assert seen == [2]
     assert engine.summary.frames == 2
