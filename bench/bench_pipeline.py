@@ -302,7 +302,7 @@ def reader_batches(cap: Path, limit: int) -> list[bytes]:
     saved = signal.getsignal(signal.SIGINT)
     try:
         run_file_reader(ProducerConfig(0, 1, live=False), str(cap), [ring],
-                        [0] * NSTATS, ctx.Value("Q", 0, lock=False), ctx.Pipe()[1],
+                        [0] * NSTATS, ctx.Array("Q", 2, lock=False), ctx.Pipe()[1],
                         ctx.Event())
     finally:
         signal.signal(signal.SIGINT, saved)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from iptraf_mp.engine import PacketClock
 
-from .batch import BatchBuilder
+from .batch import BatchBuilder, carried
 from .hashing import ShardPicker
 from .protocol import CTL_END, CTL_FLUSH, CTL_IFACE, CTL_TICK, iface_record
 from .ring import Ring
@@ -185,12 +185,13 @@ def run_file_reader(cfg: ProducerConfig, path: str, rings: list[Ring], stats, fl
                         time.sleep(min(left, 0.05))
                     if stop.is_set():
                         break
-            s = pick(ifaces[ifidx].linktype, data, wirelen, ifidx) if nshards > 1 else 0
+            lt = ifaces[ifidx].linktype
+            s = pick(lt, data, wirelen, ifidx) if nshards > 1 else 0
             b = builders[s]
             if rec is not None:
                 rec.append(n, ts, wirelen, ifidx, data)
-            if b.append(n, ts, wirelen, ifidx, data) >= BATCH_PACKETS or \
-                    b.nbytes >= BATCH_BYTES:
+            if b.append(n, ts, wirelen, ifidx, carried(lt, data, wirelen)) >= BATCH_PACKETS \
+                    or b.nbytes >= BATCH_BYTES:
                 prod.send(s, wait=True)
                 stats[ST_FRAMES] = n
                 stats[ST_BYTES] = nbytes
@@ -265,7 +266,8 @@ def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush
                     if rec is not None:
                         rec.append(n, ts, wirelen, ifindex, data)
                     if b.append((n << id_shift) | id_index, ts, wirelen, ifindex,
-                                data) >= BATCH_PACKETS or b.nbytes >= BATCH_BYTES:
+                                carried(linktype, data, wirelen)) >= BATCH_PACKETS \
+                            or b.nbytes >= BATCH_BYTES:
                         prod.send(s, wait=False)
             else:
                 # a quiet wire still has a clock: timeouts must fire without packets

@@ -21,6 +21,7 @@ from iptraf_mp.capfile import open_capture
 from iptraf_mp.decode import decode
 from iptraf_mp.engine import Engine, PacketClock, Settings
 from iptraf_mp.fastpath import feed_records
+from shards.batch import carried
 from shards.worker import track_changes
 
 from .conftest import corpus_files
@@ -219,3 +220,31 @@ def test_unknown_interface_goes_to_the_callback_in_order() -> None:
                         lambda n, r: seen.append(n)) == 2
     assert seen == [2]
     assert engine.summary.frames == 2
+
+
+# ---- what the capture process carries to a shard (shards/batch.py carried) -----------------
+
+@pytest.mark.parametrize("cap", CAPTURES, ids=lambda p: p.name)
+def test_carried_part_of_a_frame_decodes_as_the_whole_frame(cap: Path) -> None:
+    records, ifaces = _records(cap)
+    for _n, _ts, wirelen, ifidx, data in records:
+        lt = ifaces[ifidx][1]
+        part = carried(lt, data, wirelen)
+        assert part == data[:len(part)]
+        assert decode(lt, part, wirelen) == decode(lt, data, wirelen)
+
+
+def test_carried_trims_bulk_tcp_and_keeps_the_rest(tmp_path: Path) -> None:
+    bulk = _frame(A, B, 1, 2, ACK, 1400)
+    assert carried(1, bulk, len(bulk)) == bulk[:54]
+    assert decode(1, bulk[:54], len(bulk)) == decode(1, bulk, len(bulk))
+    for keep in (_frame(A, B, 1, 2, ACK, 1400, frag=0x2000),  # a first fragment
+                 _frame(A, B, 1, 2, ACK, 0)):                 # nothing to trim
+        assert carried(1, keep, len(keep)) == keep
+    lying = bytearray(bulk)
+    lying[16:18] = struct.pack("!H", 3000)  # an IP length beyond the wire: malformed, whole
+    assert carried(1, bytes(lying), len(bulk)) == bytes(lying)
+    assert carried(113, bulk, len(bulk)) == bulk  # not Ethernet
+    udp = bytearray(bulk)
+    udp[23] = 17
+    assert carried(1, bytes(udp), len(bulk)) == bytes(udp)  # UDP may carry a tunnel
