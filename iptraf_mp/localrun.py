@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from itertools import islice
 
-from shards.supervisor import RunStats
+from shards.protocol import RunStats
 from shards.worker import make_publication, track_changes
 
 from .capfile import CaptureFileError, Packet, open_capture

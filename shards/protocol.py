@@ -84,3 +84,15 @@ class Publication:
     halfopen: list[tuple] = field(default_factory=list)  # top (iface, dst, lone SYNs)
     evicted: int = 0
     final: bool = False  # the shard has finished: nothing follows
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What a run lost or survived, beside the engine's counters."""
+
+    kernel_drops: int = 0
+    queue_drops: int = 0  # batches
+    queue_dropped_packets: int = 0
+    shard_restarts: int = 0
+    lost_pairs: int = 0
+    errors: list[str] = field(default_factory=list)

@@ -14,14 +14,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 
 from iptraf_mp.engine import Settings
 from iptraf_mp.merge import Merger, settle_heap
 
 from .batch import decode_batch, encode_batch
-from .protocol import CTL_END, CTL_IFACE, MAX_IFACES, parse_iface_record
+from .protocol import CTL_END, CTL_IFACE, MAX_IFACES, RunStats, parse_iface_record
 from .reader import (
     NSTATS,
     ST_DONE,
@@ -80,16 +80,6 @@ class Source:
     path: str | None = None
     iface: str | None = None
     handle: object = None  # live: a pypcap handle opened before privileges were dropped
-
-
-@dataclass(slots=True)
-class RunStats:
-    kernel_drops: int = 0
-    queue_drops: int = 0  # batches
-    queue_dropped_packets: int = 0
-    shard_restarts: int = 0
-    lost_pairs: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 class Pipeline:

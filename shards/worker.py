@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from iptraf_mp.capfile import Packet
 from iptraf_mp.decode import decode
@@ -33,7 +33,11 @@ from .protocol import (
     parse_iface_record,
     summary_tuple,
 )
-from .ringset import RingSet
+
+if TYPE_CHECKING:  # --shards 0 uses this module without rings or pipes: not imported then
+    from multiprocessing.connection import Connection
+
+    from .ringset import RingSet
 
 MAX_LINES_PER_PUBLICATION = 512  # the lower window never shows more
 HALFOPEN_TOP = 16  # destinations with the most lone SYNs, per publication
