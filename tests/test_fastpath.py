@@ -248,3 +248,36 @@ def test_carried_trims_bulk_tcp_and_keeps_the_rest(tmp_path: Path) -> None:
     udp = bytearray(bulk)
     udp[23] = 17
     assert carried(1, bytes(udp), len(bulk)) == bytes(udp)  # UDP may carry a tunnel
+
+
+# ---- the --json writer's hand-made lines against the JSON encoder --------------------------
+
+def test_json_lines_are_what_the_encoder_writes() -> None:
+    """`entry_line` (fast) must be byte-identical to encoding `entry_record` (simple): on
+    every pair of the fixtures and the corpus, and on hostile interface names."""
+    import io
+    import json
+
+    from iptraf_mp.jsonout import JsonWriter, entry_record
+    from iptraf_mp.tcptable import END_RESET, Entry, Pair
+
+    enc = json.JSONEncoder(separators=(",", ":")).encode
+    pairs = []
+    for cap in CAPTURES:
+        records, ifaces = _records(cap)
+        engine = Engine(Settings(), display=False)
+        for frame_no, ts, wirelen, ifidx, data in records:
+            name, lt = ifaces[ifidx]
+            engine.feed(ts, name, decode(lt, data, wirelen), frame_no)
+        engine.finish()
+        pairs += [p for _, group in engine.sealed for p in group]
+    assert len(pairs) > 1000
+    odd = Pair(7, 'e"\\\x1b[31m\u00e9\u2028', Entry(bytes(16), 1, b"\x01" * 16, 2,
+                                                   packets=1, first_seen=1.0000005,
+                                                   last_seen=3e9),
+               Entry(b"\x01\x02", 2, bytes(16), 1), True, 1.0, 2.0, end=END_RESET)
+    pairs.append(odd)
+    out = io.StringIO()
+    JsonWriter(out).pairs(pairs)
+    want = "".join(enc(entry_record(p, e)) + "\n" for p in pairs for e in (p.a, p.b))
+    assert out.getvalue() == want
