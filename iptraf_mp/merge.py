@@ -75,6 +75,11 @@ class Merger:
         self.events: list = []  # TcpEvents, for the log (only collected with -L)
         self.log_lines: list[OtherLine] | None = None  # every new line, when a log wants them
         self.flows: dict[tuple, FlowView] = {}
+        # Which (shard, incarnation) counts a flow; flows counted in several places keep
+        # each place's numbers instead (see _flow_part)
+        self.flow_owner: dict[tuple, tuple[int, int]] = {}
+        self.flow_parts: dict[tuple, dict[tuple[int, int], tuple]] = {}
+        self.incarnation = [0] * nshards  # bumped when a shard is restarted
         self.feeds: list[ChangeFeed] = []
         self.lost_pairs = 0
         self.ignore_ticks: set[int] = set()  # shards restarted: their tick counts mean nothing
@@ -106,13 +111,17 @@ class Merger:
             if self.log_lines is not None:
                 self.log_lines.append(line)
         self.events.extend(pub.events)
+        part = (sh, self.incarnation[sh])
         for f in pub.flows:
             key = f[:7]
             fv = self.flows.get(key)
             if fv is None:
                 fv = self.flows[key] = FlowView(*f)
-            else:
+                self.flow_owner[key] = part
+            elif self.flow_owner.get(key) == part:
                 fv.packets, fv.bytes, fv.first_seen, fv.last_seen = f[7:]
+            else:
+                self._flow_part(key, fv, part, f[7:])
             for feed in self.feeds:
                 feed.flows[key] = fv
         self.line_counts[sh] = pub.line_count
@@ -162,6 +171,22 @@ class Merger:
                 feed.pairs.pop(p.id, None)
             feed.retired.extend(group)
 
+    def _flow_part(self, key: tuple, fv: FlowView, part: tuple[int, int], vals: tuple) -> None:
+        """A flow counted in more than one place: ICMP errors go to the shard of the
+        connection they quote, so one (source, destination, type, code) can be counted by
+        several shards; and a restarted shard counts its flows again from zero. The flow is
+        the sum of its parts, as one engine would have counted it."""
+        parts = self.flow_parts.get(key)
+        if parts is None:
+            owner = self.flow_owner.pop(key)
+            parts = self.flow_parts[key] = {owner: (fv.packets, fv.bytes, fv.first_seen,
+                                                    fv.last_seen)}
+        parts[part] = vals
+        fv.packets = sum(v[0] for v in parts.values())
+        fv.bytes = sum(v[1] for v in parts.values())
+        fv.first_seen = min(v[2] for v in parts.values())
+        fv.last_seen = max(v[3] for v in parts.values())
+
     def subscribe(self) -> ChangeFeed:
         feed = ChangeFeed()
         self.feeds.append(feed)
@@ -186,6 +211,7 @@ class Merger:
         # its restarted successor counts from zero: what it had published still counts
         self.base.merge(self.summaries[shard])
         self.summaries[shard] = Summary()
+        self.incarnation[shard] += 1  # its flows, too, count again from zero
         return len(group)
 
     def summary(self) -> Summary:

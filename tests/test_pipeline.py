@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -323,6 +324,49 @@ def test_replay_identical_for_any_shard_count(cap: Path, tmp_path: Path) -> None
         rc, out = replay_in_process(cap, tmp_path / f"s{n}.jsonl", n)
         assert rc == rc0, f"--shards {n} exited {rc}, --shards 0 exited {rc0}"
         assert out == ref, f"--shards {n} differs from --shards 0 at {first_difference(ref, out)}"
+
+
+def test_icmp_errors_spread_over_shards_still_make_one_flow(tmp_path: Path) -> None:
+    """A host sends UDP to 24 closed ports; the server answers each with ICMP port
+    unreachable. Each error goes to the shard of the datagram it quotes (so that shard can
+    close what it quotes), yet all of them are one flow (server -> host, type 3 code 3): the
+    stored flows must be the same for any shard count."""
+    client, server = ip4("10.9.0.1"), ip4("10.9.0.2")
+    frames = []
+    t = 1_700_000_000.0
+    picker = ShardPicker(4)
+    shards_hit = set()
+    for i in range(24):
+        dgram = ipv4(client, server, 17, udp(40000 + i, 7000 + i, 10))
+        frames.append((t, eth(dgram)))
+        icmp = struct.pack("!BBHI", 3, 3, 0, 0) + dgram[:28]
+        err = eth(ipv4(server, client, 1, icmp), smac=MAC_B, dmac=MAC_A)
+        frames.append((t + 0.001, err))
+        shards_hit.add(picker.pick(1, err, len(err), 0))
+        t += 0.1
+    assert len(shards_hit) > 1  # or this test could not fail
+    cap = write_pcap(tmp_path / "unreach.pcap", frames)
+    flows = {}
+    for n in (0, 4):
+        db = tmp_path / f"s{n}.db"
+        from iptraf_mp.cli import main
+
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM,
+                                                   signal.SIGUSR1, signal.SIGUSR2)}
+        try:
+            assert main(["-r", str(cap), "-B", "--db", str(db), "--shards", str(n)]) == 0
+        finally:
+            for sig, h in saved.items():
+                signal.signal(sig, h)
+        conn = sqlite3.connect(db)
+        flows[n] = conn.execute(
+            "SELECT iface, kind, protocol, src, dst, sport, dport, icmp_type, icmp_code, "
+            "packets, bytes, first_seen, last_seen FROM other_flows ORDER BY kind, src, dst, "
+            "sport, dport").fetchall()
+        conn.close()
+    icmp_flows = [f for f in flows[0] if f[1] == "icmp"]
+    assert len(icmp_flows) == 1 and icmp_flows[0][9] == 24
+    assert flows[4] == flows[0]
 
 
 def test_paced_capture_identical_for_any_shard_count(paced, tmp_path: Path) -> None:
