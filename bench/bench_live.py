@@ -1,6 +1,8 @@
-"""Live loss on a veth pair fed by tcpreplay: iptraf-mp -B against iptraf-ng -B.
+"""Live loss on a veth pair fed by tcpreplay: iptraf-mp -B against iptraf-ng -B, and
+iptraf-mp -B against iptraf-mp with its console open.
 
     sudo python bench/bench_live.py [--packets 500000] [--rates 100000,200000,top]
+                                    [--console | --no-console]
 
 Needs root, iproute2, tcpreplay and iptraf-ng. Makes two network namespaces joined by a veth
 pair (removed at the end, also on failure); tcpreplay sends a generated capture
@@ -11,6 +13,25 @@ after the other on the same capture at the same rate:
 - iptraf-mp -B --json OUT             (what it counted: the summary's frames)
 - iptraf-mp -B --json OUT -L LOG      (the same work as iptraf-ng's: it writes the log too)
 - iptraf-ng -i IFACE -B -L LOG        (stopped with SIGUSR2)
+- iptraf-mp --json OUT                (the console, in a tmux pane of 200x50, so rich draws
+                                       every frame; stopped with the Q key)
+
+`--console` runs only the last comparison: iptraf-mp -B and iptraf-mp with the console, one
+after the other at each rate, same traffic (needs tmux; without tmux, or with `--no-console`,
+the console runs are left out). Its second table says, for each: what tcpreplay sent, what
+the veth delivered, what iptraf-mp counted, the kernel's and the full queues' drops (from
+iptraf-mp's own counters: its -B line on stderr, the console's exit summary read from the
+pane), the loss, and the CPU of the monitor and of the terminal (the tmux server, which
+parses what the console draws: a cost the machine pays for the open console).
+
+Every monitor runs in a session of its own (iptraf-ng -B is a daemon, the console is in a
+tmux pane, iptraf-mp -B is started with setsid), tcpreplay in the benchmark's. This matters:
+with the kernel's autogroup scheduling (kernel.sched_autogroup_enabled = 1) each session is a
+scheduling group that gets a fair share of the cores as a whole. A monitor in tcpreplay's
+group competes with it task by task and slows the sender down (tcpreplay then reaches about
+half the asked rate, and the monitor loses less); in a group of its own it gets its group's
+share, as it would on a router, where the traffic does not come from a process of its own
+session. Earlier runs (before the console comparison) had iptraf-mp -B in tcpreplay's group.
 
 Loss = 1 - captured / delivered, where delivered is what the receiving veth counted (its
 rx_packets; tcpreplay's sent count is shown too, and the difference is the veth's own drops,
@@ -31,6 +52,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import struct
@@ -221,6 +243,7 @@ class Row:
     cpu: float
     foreign: float  # others' share of the machine's CPU while the traffic ran (not tcpreplay)
     note: str = ""
+    term_cpu: float | None = None  # the terminal's (tmux server's) CPU, console runs only
 
     @property
     def loss(self) -> float:
@@ -239,12 +262,17 @@ def wait_ready(pid: int, children: int, timeout: float = 20) -> None:
 
 
 def run_iptraf_mp(net: Veth, cap: Path, rate: str, with_log: bool, expected_log: int) -> Row:
-    out, log = WORK / "mp.jsonl", WORK / "mp.log"
+    # per process: other sessions may run this benchmark at the same time
+    out, log = WORK / f"mp-{os.getpid()}.jsonl", WORK / f"mp-{os.getpid()}.log"
     log.unlink(missing_ok=True)
     argv = net.in_a(iptraf_mp(), "-i", net.a_if, "-B", "--no-db", "--json", str(out))
     if with_log:
         argv += ["-L", str(log)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Its own session, as iptraf-ng -B (a daemon) and the console (a tmux pane) have: with
+    # the kernel's autogroup scheduling a session is a scheduling group, and one shared with
+    # tcpreplay would slow the sender down instead of starving the monitor.
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         wait_ready(proc.pid, 3)
         rx0 = net.rx()[0]
@@ -261,6 +289,7 @@ def run_iptraf_mp(net: Veth, cap: Path, rate: str, with_log: bool, expected_log:
         proc.kill()
         raise
     frames = json.loads(out.read_text().splitlines()[-1])["frames"]
+    out.unlink()
     m = re.search(r"(\d+) frames counted; dropped: (\d+) by the kernel, (\d+) on full queues",
                   err)
     if m is None:
@@ -269,9 +298,98 @@ def run_iptraf_mp(net: Veth, cap: Path, rate: str, with_log: bool, expected_log:
     if with_log:
         # the log measure, checked where the loss is known exactly
         got = log_count(log)
+        log.unlink()
         note = f"log measure: {got:,} of {expected_log:,}"
     return Row(rate, "iptraf-mp -B" + (" -L" if with_log else ""), sent, achieved, delivered,
                frames, True, int(m.group(2)), int(m.group(3)), cpu, foreign, note)
+
+
+# ---- the console in a terminal -----------------------------------------------------------
+
+PANE_W, PANE_H = 200, 50
+SUMMARY_RE = re.compile(r"packets captured (\d+); drops: (\d+) kernel, (\d+) queue")
+
+
+class Tmux:
+    """A tmux server of our own (its socket in WORK), one detached pane of PANE_W x PANE_H
+    running `command`; the pane stays when the command ends (remain-on-exit), so what the
+    program printed last, its exit summary, can still be read."""
+
+    def __init__(self, command: str) -> None:
+        self.sock = str(WORK / f"tmux-{os.getpid()}.sock")
+        self.env = dict(os.environ, TERM="xterm-256color")
+        self.run("new-session", "-d", "-s", "bench", "-x", str(PANE_W), "-y", str(PANE_H),
+                 command, ";", "set-option", "-t", "bench", "remain-on-exit", "on")
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-S", self.sock, "-f", "/dev/null", *args],
+                              env=self.env, check=True, capture_output=True, text=True,
+                              timeout=10).stdout
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "bench")
+
+    def server_pid(self) -> int:
+        return int(self.run("display-message", "-p", "-t", "bench", "#{pid}").strip())
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-S", self.sock, "kill-server"], env=self.env,
+                       capture_output=True, timeout=10)
+        Path(self.sock).unlink(missing_ok=True)
+
+
+def run_iptraf_mp_console(net: Veth, cap: Path, rate: str) -> Row:
+    """iptraf-mp with its console open in a tmux pane, capturing the same traffic."""
+    out = WORK / f"mp-console-{os.getpid()}.jsonl"
+    pidfile = WORK / f"mp-console-{os.getpid()}.pid"
+    out.unlink(missing_ok=True)
+    pidfile.unlink(missing_ok=True)
+    argv = net.in_a(iptraf_mp(), "-i", net.a_if, "--no-db", "--json", str(out))
+    # The shell writes its pid and execs the monitor (ip netns exec and env exec too), so the
+    # pid is the monitor's main process, whose rings wait_ready() looks for.
+    tmux = Tmux(f"echo $$ > {shlex.quote(str(pidfile))}; exec env TERM=xterm-256color "
+                f"IPTRAF_MP_NO_CONFIG=1 {shlex.join(argv)}")
+    try:
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the tmux pane did not start")
+            time.sleep(0.05)
+        pid = int(pidfile.read_text())
+        wait_ready(pid, 3)
+        term_pid = tmux.server_pid()
+        rx0 = net.rx()[0]
+        cpu0, term0 = cpu_seconds(tree(pid)), cpu_seconds([term_pid])
+        window = Window()
+        sent, achieved = replay(net, cap, rate)
+        time.sleep(1.5)  # the capture reads what the kernel still holds
+        delivered = net.rx()[0] - rx0
+        cpu = cpu_seconds(tree(pid)) - cpu0
+        term_cpu = cpu_seconds([term_pid]) - term0
+        foreign = window.foreign(cpu + term_cpu)
+        drawn = tmux.screen()
+        shape = tmux.run("display-message", "-p", "-t", "bench",
+                         "#{pane_width}x#{pane_height}").strip()
+        if "TCP:" not in drawn or "entries" not in drawn or shape != f"{PANE_W}x{PANE_H}":
+            raise RuntimeError(f"the console is not on the {PANE_W}x{PANE_H} pane ({shape}):"
+                               f"\n{drawn}")
+        tmux.run("send-keys", "-t", "bench", "q")
+        deadline = time.monotonic() + 120
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        summary = tmux.screen()
+    finally:
+        tmux.close()
+        pidfile.unlink(missing_ok=True)
+    m = SUMMARY_RE.search(summary)
+    if m is None:
+        raise RuntimeError(f"no exit summary on the pane:\n{summary}")
+    frames = json.loads(out.read_text().splitlines()[-1])["frames"]
+    out.unlink()
+    if frames != int(m.group(1)):
+        raise RuntimeError(f"--json says {frames} frames, the exit summary {m.group(1)}")
+    return Row(rate, f"iptraf-mp console {PANE_W}x{PANE_H}", sent, achieved, delivered, frames,
+               True, int(m.group(2)), int(m.group(3)), cpu, foreign, term_cpu=term_cpu)
 
 
 def run_iptraf_ng(net: Veth, cap: Path, rate: str, expected_log: int) -> Row:
@@ -309,6 +427,7 @@ def run_iptraf_ng(net: Veth, cap: Path, rate: str, expected_log: int) -> Row:
         while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
             time.sleep(0.05)
     got = log_count(log)
+    log.unlink()
     # Scaled to packets: the log accounts for expected_log of the capture's packets when
     # nothing is lost.
     captured = round(got / expected_log * delivered) if expected_log else 0
@@ -323,25 +442,50 @@ def main() -> int:
     ap.add_argument("--rates", default="100000,200000,top")
     ap.add_argument("--no-log-variant", action="store_true",
                     help="skip iptraf-mp with -L")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--console", action="store_true",
+                       help="only iptraf-mp -B against iptraf-mp with its console open")
+    which.add_argument("--no-console", action="store_true",
+                       help="leave out the runs with the console open")
     a = ap.parse_args()
-    missing = [t for t in ("ip", "tcpreplay", "iptraf-ng") if shutil.which(t) is None]
+    need = ["ip", "tcpreplay"] + ([] if a.console else ["iptraf-ng"])
+    missing = [t for t in need if shutil.which(t) is None]
     if os.geteuid() != 0 or missing:
         why = "not root" if os.geteuid() else "missing " + ", ".join(missing)
         print(f"# bench_live: skipped ({why})")
         return 0
+    console = not a.no_console and shutil.which("tmux") is not None
+    if a.console and not console:
+        print("# bench_live --console: skipped (missing tmux)")
+        return 0
+    # Both iptraf-mp runs must do the same work: no options from a config file.
+    os.environ["IPTRAF_MP_NO_CONFIG"] = "1"
     WORK.mkdir(parents=True, exist_ok=True)
     cap = checksummed(bench_capture(a.packets, a.connections))
-    expected_log = log_count_expected(cap)
-    print(f"# bench_live: {os.cpu_count()} cores, capture {cap.name} ({a.packets:,} packets); "
-          f"a loss-free iptraf-ng style log accounts for {expected_log:,} of them; load "
-          f"average {os.getloadavg()[0]:.1f}\n")
+    expected_log = 0 if a.console else log_count_expected(cap)
+    print(f"# bench_live: {os.cpu_count()} cores, capture {cap.name} ({a.packets:,} packets)"
+          + ("" if a.console else f"; a loss-free iptraf-ng style log accounts for "
+             f"{expected_log:,} of them")
+          + f"; load average {os.getloadavg()[0]:.1f}\n", flush=True)
     rows: list[Row] = []
     with Veth() as net:
         for rate in a.rates.split(","):
             rows.append(run_iptraf_mp(net, cap, rate, False, expected_log))
+            if console:
+                rows.append(run_iptraf_mp_console(net, cap, rate))
+            if a.console:
+                continue
             if not a.no_log_variant:
                 rows.append(run_iptraf_mp(net, cap, rate, True, expected_log))
             rows.append(run_iptraf_ng(net, cap, rate, expected_log))
+    if not a.console:
+        print_table(rows)
+    if console:
+        print_console_table(rows)
+    return 0
+
+
+def print_table(rows: list[Row]) -> None:
     print("| rate asked | monitor | sent | achieved pps | delivered to veth | captured | "
           "loss | kernel drops | queue drops | CPU us/packet | others' CPU | note |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -352,7 +496,28 @@ def main() -> int:
         print(f"| {r.rate} | {r.tool} | {r.sent:,} | {r.achieved:,.0f} | {r.delivered:,} | "
               f"{captured} | {r.loss:.2%} | {kd} | {qd} | {r.cpu / r.sent * 1e6:.2f} | "
               f"{r.foreign:.0%} | {r.note} |")
-    return 0
+    print(flush=True)
+
+
+def print_console_table(rows: list[Row]) -> None:
+    """-B against the console, per rate: drops as iptraf-mp counted them, and what is
+    unaccounted for (delivered - counted - drops: should be 0)."""
+    print("iptraf-mp -B against iptraf-mp with the console open (same traffic, one after the "
+          "other):\n")
+    print("| rate asked | iptraf-mp | sent | achieved pps | delivered to veth | counted | "
+          "kernel drops | queue drops | unaccounted | loss | CPU us/packet | terminal CPU s | "
+          "others' CPU |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if not r.tool.startswith("iptraf-mp") or "-L" in r.tool:
+            continue
+        kd, qd = r.kernel_drops or 0, r.queue_drops or 0
+        term = "-" if r.term_cpu is None else f"{r.term_cpu:.2f}"
+        print(f"| {r.rate} | {r.tool.removeprefix('iptraf-mp ')} | {r.sent:,} | "
+              f"{r.achieved:,.0f} | {r.delivered:,} | {r.captured:,} | {kd:,} | {qd:,} | "
+              f"{r.delivered - r.captured - kd - qd:,} | {r.loss:.2%} | "
+              f"{r.cpu / r.sent * 1e6:.2f} | {term} | {r.foreign:.0%} |")
+    print(flush=True)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,14 @@ Options (DECISIONS.md rule 19) come from the command line, with the TOML config 
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import config
 from .lines import LineOptions
@@ -28,6 +30,10 @@ from .resolve import Resolver, Services
 from .screen import Frame, Snapshot, layout, lower_range, render, safe, tcp_row_entry
 from .tcptable import Pair
 from .view import ViewState, fit_tcp, handle_key
+
+if TYPE_CHECKING:  # rich is imported only when a screen is drawn
+    from rich.console import Console
+    from rich.live import Live
 
 TOP_N = 5  # connections in the exit summary
 STOP_GRACE = 5.0  # seconds to let the pipeline write out what it holds after a quit
@@ -353,7 +359,6 @@ def run_console(monitor, args: argparse.Namespace, opts: LineOptions) -> None:
         monitor.run_background()
         return
     from rich.console import Console
-    from rich.live import Live
 
     from .keys import Terminal
 
@@ -381,8 +386,7 @@ def run_console(monitor, args: argparse.Namespace, opts: LineOptions) -> None:
         # Sinks report problems on stderr; over the screen that would garble it. They are
         # shown in the title while the screen is up and printed after it.
         sys.stderr = _Messages(app.messages)
-        with term, Live(console=ui, screen=True, auto_refresh=False, redirect_stdout=False,
-                        redirect_stderr=False) as live:
+        with term, screen_live(ui) as live:
             _loop(app, monitor, args, term, live, ui, events)
     finally:
         sys.stderr = real_stderr
@@ -394,6 +398,37 @@ def run_console(monitor, args: argparse.Namespace, opts: LineOptions) -> None:
             print(msg, file=sys.stderr)
     _wind_down(monitor)
     print(app.exit_summary(), flush=True)
+
+
+def screen_live(ui: Console) -> Live:
+    """The rich Live the console draws with: the alternate screen, refreshed only when asked
+    (`bench/bench_console.py` measures frames through this too)."""
+    return _frame_live_class()(console=ui, screen=True, auto_refresh=False,
+                               redirect_stdout=False, redirect_stderr=False)
+
+
+@functools.cache  # one class, made the first time a screen is drawn (rich loads late)
+def _frame_live_class() -> type:
+    from rich.live import Live
+
+    class FrameLive(Live):
+        """Live on the alternate screen, one pass cheaper. Live wraps what it shows in a
+        Screen, whose only job is to crop and pad it to the terminal's size, and then lays
+        the result out into lines a second time. A Frame made at the terminal's current
+        size has that shape already, so it goes through once: the same bytes reach the
+        terminal for about half the drawing time. Anything else (a Frame from before a
+        resize, say) still goes through Screen."""
+
+        @property
+        def renderable(self):
+            shown = self.get_renderable()
+            if (self._alt_screen and isinstance(shown, Frame)
+                    and (shown.width, shown.height) == tuple(self.console.size)
+                    and len(getattr(self.console, "_live_stack", ())) <= 1):
+                return shown
+            return super().renderable
+
+    return FrameLive
 
 
 class _Messages:

@@ -219,6 +219,21 @@ class Frame:
         if style:
             self.spans[y].append((x, x + len(text), style))
 
+    def boxed(self, y: int, text: str) -> None:
+        """Row y becomes a window's row: its two borders and `text` from column 1, in one
+        write. The same as put() of both borders and then of `text` on a blank row, for a
+        fraction of the cost (a window's rows are most of a frame's writes); a text that
+        reaches the last column covers the right border, as put() would."""
+        w = self.width
+        if not 0 <= y < self.height or w < 2:
+            for x, part in ((0, "│"), (w - 1, "│"), (1, text)):
+                self.put(y, x, part)
+            return
+        text = text[: w - 1]
+        if len(text) < w - 1:
+            text = text + " " * (w - 2 - len(text)) + "│"
+        self.rows[y] = "│" + text
+
     def style(self, y: int, x0: int, x1: int, style: str) -> None:
         if 0 <= y < self.height and x0 < x1:
             self.spans[y].append((max(0, x0), min(self.width, x1), style))
@@ -250,21 +265,41 @@ class Frame:
     def __rich_console__(self, console, options):
         from rich.segment import Segment
 
+        # Most rows are the same from one frame to the next (borders, help, idle connections,
+        # the lower window): their segments are made once and reused, and rich measures a
+        # string it has seen before from its cache.
+        cache = _SEGMENTS
         styles = rich_styles()
+        out: list = []
+        rows, spans = self.rows, self.spans
         for y in range(self.height):
-            for text, name in self.runs(y):
-                yield Segment(text, styles.get(name) if name else None)
-            if y < self.height - 1:
-                yield Segment.line()
+            key = (rows[y], tuple(spans[y]))
+            segs = cache.get(key)
+            if segs is None:
+                if len(cache) >= SEGMENT_CACHE_ROWS:
+                    cache.clear()
+                segs = cache[key] = [Segment(text, styles.get(name) if name else None)
+                                     for text, name in self.runs(y)]
+            out += segs
+            out.append(_NEWLINE)
+        if out:
+            out.pop()  # no newline after the last row: the screen must not scroll
+        return out
 
 
+SEGMENT_CACHE_ROWS = 4096  # rows whose rich segments are kept (a few screens' worth)
+_SEGMENTS: dict[tuple, list] = {}
+_NEWLINE = None  # rich's Segment.line(), made on first use (rich loads only for a screen)
 _RICH_STYLES: dict | None = None
 
 
 def rich_styles() -> dict:
-    global _RICH_STYLES
+    global _RICH_STYLES, _NEWLINE
     if _RICH_STYLES is None:
+        from rich.segment import Segment
         from rich.style import Style
+
+        _NEWLINE = Segment.line()
 
         _RICH_STYLES = {
             "title": Style(reverse=True, bold=True),
@@ -365,13 +400,12 @@ def _tcp_window(f: Frame, lay: Layout, st: ViewState, snap: Snapshot) -> None:
     services = snap.services
     for i in range(lay.tcp_rows):
         y = top + 1 + i
-        f.put(y, 0, "│")
-        f.put(y, f.width - 1, "│")
         row = first + i
         if row >= nrows:
+            f.boxed(y, "")
             continue
         pair, e = tcp_row_entry(pairs, row)
-        f.put(y, 1, _tcp_text(pair, e, row & 1, st.columns, c, names, services))
+        f.boxed(y, _tcp_text(pair, e, row & 1, st.columns, c, names, services))
         f.style(y, 1, 2, "bracket")
         if row == st.bar:
             f.style(y, 1, f.width - 1, "bar")
@@ -434,12 +468,12 @@ def _lower_window(f: Frame, lay: Layout, st: ViewState, snap: Snapshot) -> None:
     inner = f.width - 2
     for i in range(lay.lower_rows):
         y = top + 1 + i
-        f.put(y, 0, "│")
-        f.put(y, f.width - 1, "│")
         n = first + i
         if n < end:
             text = safe(screen_line(lines[n], opts))[st.lower_hoff:]
-            f.put(y, 1, (" " + text)[:inner])
+            f.boxed(y, (" " + text)[:inner])
+        else:
+            f.boxed(y, "")
     if st.lower_top is None or end >= len(lines):
         where = " Bottom "
     elif first == 0:

@@ -250,6 +250,77 @@ def test_only_the_rows_on_screen_are_read():
     assert " TCP: 1000000 entries " in render(st, Snapshot(pairs=pairs), 80, 24).text()[13]
 
 
+def test_boxed_row_is_what_the_borders_and_the_text_put_give():
+    from iptraf_mp.screen import Frame
+
+    for w in (1, 2, 3, 50, 80):
+        for n in (0, 1, w - 3, w - 2, w - 1, w, w + 5):
+            line = "abcdefghij" * (max(0, n) // 10 + 1)
+            line = line[:max(0, n)]
+            slow, fast = Frame(w, 3), Frame(w, 3)
+            for x, part in ((0, "│"), (w - 1, "│"), (1, line)):
+                slow.put(1, x, part)
+            fast.boxed(1, line)
+            fast.boxed(7, line)  # outside the frame: nothing happens, as with put()
+            assert fast.rows == slow.rows, (w, n)
+
+
+def _draw(frame, live_cls, size) -> str:
+    """One frame through a Live on the alternate screen of a 256-colour terminal."""
+    from rich.console import Console
+
+    out = io.StringIO()
+    con = Console(file=out, width=size[0], height=size[1], force_terminal=True,
+                  force_interactive=True, color_system="256", highlight=False, markup=False,
+                  emoji=False)
+    live = live_cls(con)
+    live.start()
+    live.update(frame, refresh=True)
+    live.update(frame, refresh=True)  # the second time from the cached segments
+    live.stop()
+    return out.getvalue()
+
+
+def test_the_consoles_live_draws_exactly_what_richs_own_live_draws():
+    """console.screen_live skips rich's Screen pass for a Frame of the terminal's size; the
+    bytes sent to the terminal must be the same, also for a Frame of another size (a resize
+    between the frame and the drawing), where it goes through Screen as before."""
+    from rich.live import Live
+
+    from iptraf_mp.console import screen_live
+
+    def plain(con):
+        return Live(console=con, screen=True, auto_refresh=False, redirect_stdout=False,
+                    redirect_stderr=False)
+
+    pairs = [mkpair(i, pa=(i, i * 100), closed=i % 3 == 0, iface=HOSTILE if i == 2 else "eth0")
+             for i in range(1, 30)]
+    lines = [udp_line(i, iface=HOSTILE if i == 3 else "eth0") for i in range(20)]
+    for st in (ViewState(), ViewState(bar=3, columns=VIEW_SIZES), ViewState(help=True),
+               ViewState(sort_pending=True), ViewState(active=LOWER, paused=True)):
+        for size in SIZES + [(100, 30)]:
+            f = render(st, Snapshot(pairs=pairs, lines=lines, notice=HOSTILE), *size)
+            for term in (size, (size[0] + 7, size[1] - 3), (size[0] - 5, size[1] + 2)):
+                ours = _draw(f, screen_live, term)
+                assert ours == _draw(f, plain, term), (st, size, term)
+                assert "\x1b]" not in ours and "\x07" not in ours
+
+
+def test_the_row_segment_cache_stays_bounded(monkeypatch):
+    from iptraf_mp import screen
+    from iptraf_mp.console import screen_live
+
+    monkeypatch.setattr(screen, "SEGMENT_CACHE_ROWS", 30)
+    first = None
+    for i in range(40):  # each frame has new rows: a count and the elapsed time change
+        f = render(ViewState(), Snapshot(pairs=[mkpair(1, pa=(i, i))], elapsed=i), 80, 24)
+        drawn = _draw(f, screen_live, (80, 24))
+        assert len(screen._SEGMENTS) <= 30
+        if first is None:
+            first = (f, drawn)
+    assert _draw(first[0], screen_live, (80, 24)) == first[1]  # dropped, made again, same
+
+
 # ---- M, S, F, W, P, ?, movement --------------------------------------------------------------
 
 def test_m_cycles_counts_sizes_and_mac_only_with_the_option():
