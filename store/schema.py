@@ -75,8 +75,69 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def _entry_names(prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}_{k}" for k in ("packets", "bytes", "flags", "state", "mac",
+                                           "first_seen", "last_seen", "last_size", "window"))
+
+
+# The columns of every table at SCHEMA_VERSION, which the monitor writes and the views read.
+# migrate() checks a store has them: a development build wrote files that claim schema
+# version 2 with other columns, and the monitor found out only at exit, when every
+# checkpoint had failed. (A test keeps this equal to what the migrations create.)
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "meta": ("key", "value"),
+    "sessions": ("id", "started", "ended", "status", "clean", "source", "replay_file", "host",
+                 "pid", "pid_start", "interfaces", "settings", "version", "checkpoints",
+                 "last_checkpoint", "last_packet"),
+    "interfaces": ("session_id", "name", "first_seen", "last_seen"),
+    "tcp_connections": ("id", "session_id", "pair_id", "iface", "a_addr", "a_port", "b_addr",
+                        "b_port", "partial", "first_seen", "last_seen", "ended_by", "retired",
+                        "checkpoint", *_entry_names("a"), *_entry_names("b")),
+    "flow_samples": ("session_id", "pair_id", "checkpoint", "ts", "a_packets", "a_bytes",
+                     "b_packets", "b_bytes"),
+    "other_flows": ("session_id", "flow_id", "iface", "kind", "protocol", "src", "dst",
+                    "sport", "dport", "icmp_type", "icmp_code", "packets", "bytes",
+                    "first_seen", "last_seen", "checkpoint"),
+    "other_samples": ("session_id", "flow_id", "checkpoint", "ts", "packets", "bytes"),
+    "counters": ("session_id", "checkpoint", "wall_time", "packet_time", "frames",
+                 *(f"{k}_{v}" for k in ("ip", "tcp", "udp", "icmp", "other_ip", "non_ip")
+                   for v in ("packets", "bytes")),
+                 "malformed", "untracked", "kernel_drops", "queue_drops",
+                 "queue_dropped_packets", "shard_restarts", "lost_pairs", "final",
+                 "lag_seconds"),
+    "syn_warnings": ("session_id", "checkpoint", "packet_time", "iface", "dst", "halfopen"),
+}
+
+
+def check_columns(conn: sqlite3.Connection) -> None:
+    """Raise SchemaError (one line) unless every table has the columns this version writes
+    and none that it would leave empty but must not (NOT NULL without a default).
+    PRAGMA table_info only: no sqlite_utils import on the way to a run."""
+    problems = []
+    for table, expected in COLUMNS.items():
+        info = conn.execute("SELECT name, \"notnull\", dflt_value, pk "
+                            "FROM pragma_table_info(?)", (table,)).fetchall()
+        if not info:
+            problems.append(f"no table {table}")
+            continue
+        have = {r[0] for r in info}
+        missing = [c for c in expected if c not in have]
+        if missing:
+            problems.append(f"{table} lacks {', '.join(missing)}")
+        unfilled = [r[0] for r in info
+                    if r[0] not in expected and r[1] and r[2] is None and not r[3]]
+        if unfilled:
+            problems.append(f"{table} has {', '.join(unfilled)} (NOT NULL, which this "
+                            f"iptraf-mp does not write)")
+    if problems:
+        raise SchemaError(f"its tables are not those of schema version {SCHEMA_VERSION} "
+                          f"({'; '.join(problems)}): written by an older development "
+                          f"build? Use another file (--db PATH) or no store (--no-db)")
+
+
 def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to SCHEMA_VERSION; returns the version found before."""
+    """Bring the schema to SCHEMA_VERSION and check its columns (check_columns); returns
+    the version found before."""
     enable_wal(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -95,6 +156,7 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                          (str(version),))
+        check_columns(conn)
         conn.execute("COMMIT")
         return found
     except BaseException:

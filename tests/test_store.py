@@ -28,9 +28,11 @@ from iptraf_mp.cli import build_parser, main, settings_from
 from iptraf_mp.jsonout import JsonWriter
 from iptraf_mp.localrun import LocalRun
 from iptraf_mp.monitor import Monitor
+from iptraf_mp.tcptable import Entry, Pair
+from store import checkpoint as cp
 from store import query
 from store.checkpoint import SessionInfo, StoreSink, open_session
-from store.schema import SCHEMA_VERSION, SchemaError, connect, default_db_path
+from store.schema import COLUMNS, SCHEMA_VERSION, SchemaError, connect, default_db_path
 
 from .conftest import corpus_files, need_corpus
 
@@ -286,6 +288,50 @@ def test_newer_schema_is_refused_with_one_line(tmp_path, capsys):
                str(tmp_path / "o.jsonl"), "--db", str(db)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "schema version 99" in err[0]
+
+
+def test_schema_columns_are_what_the_migrations_create(tmp_path):
+    """COLUMNS, which every open checks a store against, cannot drift from the schema."""
+    db = tmp_path / "flows.db"
+    open_session(db, SessionInfo("live"))
+    with ro(db) as c:
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == set(COLUMNS)
+        for table, columns in COLUMNS.items():
+            names = tuple(r[0] for r in c.execute("SELECT name FROM pragma_table_info(?)",
+                                                  (table,)))
+            assert names == columns, table
+
+
+def test_store_lacking_columns_is_refused_at_start_with_one_line(tmp_path, capsys):
+    """A development build wrote stores that claim schema version 2 with other columns:
+    the monitor used to run the whole session and report at exit that no checkpoint could
+    be written. Now the start refuses the file, naming what is missing."""
+    db = tmp_path / "flows.db"
+    open_session(db, SessionInfo("live"))
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE counters DROP COLUMN untracked")
+        # the development build's flow_samples: one row per direction
+        conn.execute("DROP TABLE flow_samples")
+        conn.execute("CREATE TABLE flow_samples (session_id INTEGER, pair_id INTEGER, "
+                     "direction TEXT NOT NULL, checkpoint INTEGER, ts REAL, packets INTEGER, "
+                     "bytes INTEGER)")
+    conn.close()
+    before = db.read_bytes()
+    with pytest.raises(SchemaError) as err:
+        open_session(db, SessionInfo("live"))
+    msg = str(err.value)
+    assert "counters lacks untracked" in msg
+    assert "flow_samples lacks a_packets, a_bytes, b_packets, b_bytes" in msg
+    assert "flow_samples has direction" in msg
+    rc = main(["-r", str(ROOT / "fixtures" / "handshake_close.pcap"), "-B", "--json",
+               str(tmp_path / "o.jsonl"), "--db", str(db)])
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err_lines) == 1, err_lines
+    assert str(db) in err_lines[0] and "--db PATH" in err_lines[0] and "--no-db" in err_lines[0]
+    with ro(db) as c:
+        assert c.execute("SELECT count(*) FROM sessions").fetchone()[0] == 1  # none added
+    assert db.read_bytes() == before
 
 
 def test_not_a_database_is_refused(tmp_path, capsys):
@@ -805,3 +851,188 @@ def test_writer_connection_settings(tmp_path):
     conn.close()
     with ro(db) as c:
         assert c.execute("SELECT host FROM sessions").fetchone()[0] == socket.gethostname()
+
+
+# ---- 6. the writer's cost: statements, WAL, big checkpoints -----------------------------
+
+def _pairs(n: int) -> list[Pair]:
+    """n established connections to 50 servers, as a busy host has."""
+    out = []
+    for i in range(n):
+        c, srv = (0x0A000000 + i).to_bytes(4, "big"), (0xC0A80000 + i % 50).to_bytes(4, "big")
+        port, t = 1024 + i % 60000, 1_700_000_000.0 + i * 1e-3
+        a = Entry(c, port, srv, 443, packets=5, bytes=2000, flags=0x18,
+                  smac=b"\x02\0\0\0\0\1", first_seen=t, last_seen=t + 1)
+        b = Entry(srv, 443, c, port, packets=4, bytes=6000, flags=0x10,
+                  smac=b"\x02\0\0\0\0\2", first_seen=t, last_seen=t + 1)
+        out.append(Pair(i + 1, "eth0", a, b, False, t, t + 1))
+    return out
+
+
+def _grow(pairs: list[Pair]) -> None:
+    for p in pairs:
+        p.a.packets += 3
+        p.a.bytes += 1500
+        p.b.packets += 2
+        p.b.bytes += 3000
+        p.last_seen = p.a.last_seen = p.b.last_seen = p.last_seen + 5.0
+
+
+def _snapshot(seq: int, pairs: list[Pair]) -> cp.Snapshot:
+    pf, ef = cp.PAIR_FIELDS, cp.ENTRY_FIELDS
+    return cp.Snapshot(seq, time.monotonic(), time.time(), pairs[-1].last_seen,
+                       [(pf(p), ef(p.a), ef(p.b), False) for p in pairs], [], (0,) * 20)
+
+
+def _writer(tmp_path: Path, name: str = "flows.db") -> tuple[Path, cp.Writer, list[str]]:
+    db = tmp_path / name
+    msgs: list[str] = []
+    return db, cp.Writer(db, open_session(db, SessionInfo("live")), msgs.append), msgs
+
+
+def test_changed_connections_are_written_by_a_few_statements(tmp_path, monkeypatch):
+    """executemany runs one statement per row, and the sqlite3 module releases the GIL
+    around each: with the monitor's thread busy, each then waits up to 5 ms for it, and a
+    checkpoint of 20k changed connections took minutes. Counting the statements makes the
+    test independent of the machine's load. (Not with set_trace_callback: SQLite reports
+    every firing of the writer's sample triggers too.)"""
+    statements: list[str] = []
+
+    class Counted:
+        """The writer's connection, counting the statements it is given."""
+
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+
+        def execute(self, sql: str, *args):
+            statements.append(sql)
+            return self._conn.execute(sql, *args)
+
+        def executemany(self, sql: str, rows):
+            rows = list(rows)
+            statements.extend([sql] * len(rows))  # SQLite runs it once per row
+            return self._conn.executemany(sql, rows)
+
+        def __getattr__(self, name: str):
+            return getattr(self._conn, name)
+
+    real_connect = cp.connect
+    monkeypatch.setattr(cp, "connect", lambda path, timeout=10.0: Counted(real_connect(path,
+                                                                                      timeout)))
+    db, w, msgs = _writer(tmp_path)
+    pairs = _pairs(20_000)
+    w._merge(_snapshot(1, pairs))
+    w._write()
+    inserts = [q for q in statements if q.startswith("INSERT INTO tcp_connections")]
+    statements.clear()
+    _grow(pairs)
+    w._merge(_snapshot(2, pairs))
+    w._write()
+    w.conn.close()
+    updates = [q for q in statements if "UPDATE tcp_connections" in q]
+    # a statement per thousand rows or so (SQLite's default limit of bound parameters)
+    assert 0 < len(inserts) <= 40 and 0 < len(updates) <= 40, (len(inserts), len(updates))
+    assert not msgs and w.committed == 2
+    check_committed_state(db)
+    with ro(db) as c:
+        assert tuple(c.execute("SELECT count(*), sum(a_packets), sum(b_bytes) "
+                               "FROM tcp_connections").fetchone()) \
+            == (20_000, 20_000 * 8, 20_000 * 9000)
+        # a sample per connection and checkpoint: the full counts, then the deltas
+        assert [tuple(r) for r in c.execute("SELECT checkpoint, count(*), sum(a_packets), "
+                                            "sum(b_bytes) FROM flow_samples GROUP BY 1 "
+                                            "ORDER BY 1")] \
+            == [(1, 20_000, 20_000 * 5, 20_000 * 6000), (2, 20_000, 20_000 * 3, 20_000 * 3000)]
+
+
+def test_wal_stays_bounded_over_a_long_run(tmp_path, monkeypatch):
+    """SQLite's automatic WAL checkpoint ran inside the COMMIT (0.3-0.7 s of a 100k-row
+    checkpoint); the writer turns it off and checkpoints after committing. Without that
+    the WAL would grow for the whole run."""
+    def run(name: str, checkpoints: bool) -> list[int]:
+        db, w, msgs = _writer(tmp_path, name)
+        if not checkpoints:
+            monkeypatch.setattr(w, "_wal_checkpoint", lambda: None)
+        pairs = _pairs(300)
+        sizes = []
+        for seq in range(1, 61):
+            _grow(pairs)
+            w._merge(_snapshot(seq, pairs))
+            w._write()
+            sizes.append(os.path.getsize(f"{db}-wal"))
+        assert w.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        w.conn.close()
+        assert not msgs
+        check_committed_state(db)
+        return sizes
+
+    unchecked = run("unchecked.db", False)
+    bounded = run("bounded.db", True)
+    assert unchecked[-1] > 4 * max(bounded), (unchecked[-1], max(bounded))
+    # the size reached in the first third is never exceeded: the WAL starts over each time
+    assert max(bounded[20:]) <= max(bounded[:20]), bounded
+
+
+def test_big_checkpoint_that_fails_midway_is_written_whole_later(tmp_path):
+    """From ALONGSIDE_MIN pairs on, a second thread builds rows while the writer's thread
+    executes statements. A write that fails midway (disk full) stops the builder and rolls
+    back whole; the next one writes every connection once, with the newest counts."""
+    db, w, msgs = _writer(tmp_path)
+    pairs = _pairs(cp.ALONGSIDE_MIN * 3)
+    w._merge(_snapshot(1, pairs))
+    with sqlite3.connect(db) as c:
+        pages = c.execute("PRAGMA page_count").fetchone()[0]
+    c.close()
+    w.page_limit = pages + 100  # room for some of the rows, not all
+    w._write()
+    assert w.error is not None and "full" in w.error and w.committed == 0
+    assert not w.conn.in_transaction
+    assert not [t for t in threading.enumerate() if t.name == "iptraf-mp store rows"]
+    _grow(pairs)  # changes meanwhile: merged with the unwritten ones
+    w._merge(_snapshot(2, pairs))
+    w.page_limit = 1 << 30
+    w._write()
+    assert w.error is None and w.committed == 1
+    assert len(msgs) == 2 and "writing again" in msgs[1]
+    # a bug in the builder: reported like a write error, nothing half-written
+    _grow(pairs)
+    bad = _snapshot(3, pairs)
+    bad.pairs[-1] = (bad.pairs[-1][0], bad.pairs[-1][1][:3], bad.pairs[-1][2], False)
+    w._merge(bad)
+    try:
+        w._write()
+    except Exception as e:  # as Writer._run does
+        w._failed(e)
+    assert w.error is not None and "internal error" in w.error
+    assert not w.conn.in_transaction
+    w.conn.close()
+    check_committed_state(db)
+    n = len(pairs)
+    with ro(db) as c:
+        assert tuple(c.execute("SELECT count(*), sum(a_packets) FROM tcp_connections"
+                               ).fetchone()) == (n, n * 8)
+        assert tuple(c.execute("SELECT count(*), sum(a_packets) FROM flow_samples"
+                               ).fetchone()) == (n, n * 8)
+        assert c.execute("SELECT max(checkpoint) FROM counters").fetchone()[0] == 2
+
+
+def test_null_is_bound_as_nan(filled_db):
+    """The writer binds NaN where it means NULL (the sqlite3 module binds None ten times
+    slower): SQLite must store it as NULL, never as a number."""
+    conn = sqlite3.connect(":memory:")
+    assert conn.execute("SELECT typeof(?)", (cp.NULL,)).fetchone()[0] == "null"
+    conn.close()
+    with ro(filled_db) as c:
+        assert c.execute("SELECT count(*) FROM tcp_connections WHERE b_packets = 0 AND "
+                         "b_first_seen IS NULL AND b_last_seen IS NULL AND b_mac IS NULL"
+                         ).fetchone()[0] == 200  # the lone SYNs
+        kinds = dict(tuple(r) for r in c.execute(
+            "SELECT kind, sum((sport IS NULL) + (dport IS NULL) + (icmp_type IS NULL) "
+            "+ (icmp_code IS NULL)) FROM other_flows GROUP BY kind").fetchall())
+        counts = dict(tuple(r) for r in c.execute("SELECT kind, count(*) FROM other_flows "
+                                                  "GROUP BY kind"))
+        assert kinds == {k: 2 * n for k, n in counts.items()}  # two of the four each
+        for col in ("a_first_seen", "b_first_seen", "b_mac", "sport", "icmp_type"):
+            table = "other_flows" if col in ("sport", "icmp_type") else "tcp_connections"
+            assert c.execute(f"SELECT count(*) FROM {table} WHERE typeof({col}) = 'real' "
+                             f"AND {col} != {col}").fetchone()[0] == 0  # no NaN stored
