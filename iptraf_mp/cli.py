@@ -12,6 +12,9 @@ import sys
 import threading
 
 from . import __version__
+from .monitor import SinkError
+
+__all__ = ["SinkError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,10 +81,6 @@ def extensions() -> list:
     from . import console, export
 
     return [console, store_cli, export]
-
-
-class SinkError(Exception):
-    """A sink cannot start (a one-line reason)."""
 
 
 def fail(msg: str, code: int = 2) -> int:

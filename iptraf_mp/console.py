@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_sink(args: argparse.Namespace) -> None:
     """No sink: the console runs in the main loop. Checks what cli.py leaves unchecked."""
-    from .cli import SinkError
+    from .monitor import SinkError
 
     if args.refresh <= 0:
         raise SinkError("--refresh must be positive")

@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_sink(args: argparse.Namespace) -> IpfixSink | None:
-    from .cli import SinkError
+    from .monitor import SinkError
 
     targets = getattr(args, "ipfix", None)
     if not targets:

@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 from .jsonout import JsonWriter
 
 
+class SinkError(Exception):
+    """A sink cannot start (a one-line reason). Defined here, beside the sinks' driver, so
+    that `python -m iptraf_mp.cli` (where the CLI module is `__main__`) and the sinks name
+    the same class."""
+
+
 @dataclass(slots=True)
 class Flags:
     """Set from signal handlers, acted on in the main loop (handlers must stay tiny)."""

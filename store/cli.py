@@ -37,7 +37,7 @@ def session_info(args: argparse.Namespace) -> SessionInfo:
 
 
 def make_sink(args: argparse.Namespace) -> StoreSink | None:
-    from iptraf_mp.cli import SinkError
+    from iptraf_mp.monitor import SinkError
 
     if getattr(args, "no_db", False):
         if args.db:

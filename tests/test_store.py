@@ -334,6 +334,18 @@ def test_store_lacking_columns_is_refused_at_start_with_one_line(tmp_path, capsy
     assert db.read_bytes() == before
 
 
+def test_store_error_is_one_line_also_as_python_m(tmp_path):
+    """`python -m iptraf_mp.cli` runs the CLI as `__main__`: the sinks must still raise the
+    error class it catches (once they raised another module's copy: a traceback)."""
+    db = tmp_path / "flows.db"
+    db.write_bytes(b"this is not sqlite" * 100)
+    r = subprocess.run([sys.executable, "-m", "iptraf_mp.cli", "-r",
+                        str(ROOT / "fixtures" / "handshake_close.pcap"), "-B", "--no-db",
+                        "--db", str(db)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_not_a_database_is_refused(tmp_path, capsys):
     db = tmp_path / "flows.db"
     db.write_bytes(b"this is not sqlite" * 100)
