@@ -888,9 +888,7 @@ def test_side_by_side_with_iptraf_ng(ng_non_ip: bool, tmp_path: Path, capsys) ->
         return {r.endpoints for r in cmp.rows if r.kind == kind and r.verdict == EQUAL}
 
     def both_logged(kind: str) -> set[str]:
-        """Logged by both, equal or with an explained difference. (A FIN close is not
-        required to be *equal*: a CI run once had one FIN line differ in an explained way;
-        which, its report did not survive to tell. The rows are now printed instead.)"""
+        """Logged by both, equal or with an explained difference."""
         return {r.endpoints for r in cmp.rows if r.kind == kind and r.ng != "—"
                 and r.mp != "—" and r.verdict != UNEXPLAINED}
 
@@ -903,12 +901,17 @@ def test_side_by_side_with_iptraf_ng(ng_non_ip: bool, tmp_path: Path, capsys) ->
     closes = [*made["fin"], made["fin_after"], made["long"], made["early"]]
     for port in closes:
         there, back = f"{a}:{port} → {b}:{TCP_PORT}", f"{b}:{TCP_PORT} → {a}:{port}"
-        assert {there, back} <= both_logged("fin") and {there, back} <= both_logged("finack"), \
-            f"port {port}:\n{rows_of(port)}"
-    # most closes are equal line for line, even on a loaded machine
-    equal = sum({f"{a}:{p} → {b}:{TCP_PORT}", f"{b}:{TCP_PORT} → {a}:{p}"} <= same("fin")
-                for p in closes)
-    assert equal >= len(closes) - 1, "\n".join(rows_of(p) for p in closes)
+        assert {there, back} <= same("fin"), f"port {port}:\n{rows_of(port)}"
+    # "FIN acknowledged" follows iptraf-ng's rule (the peer's sequence number equals the
+    # FIN's acknowledgement number): when the server's FIN crosses the client's, the client's
+    # final ACK does not match it and neither monitor logs it (two CI runs saw this; the rows
+    # showed both logs agreeing). Agreement is what the UNEXPLAINED check above holds them
+    # to; here: the acknowledgements did happen, in both directions, in both logs.
+    acked = both_logged("finack")
+    assert any(f"{a}:{p} → {b}:{TCP_PORT}" in acked for p in closes), \
+        "\n".join(rows_of(p) for p in closes)
+    assert any(f"{b}:{TCP_PORT} → {a}:{p}" in acked for p in closes), \
+        "\n".join(rows_of(p) for p in closes)
     assert f"{v.a6}:{made['fin6']} → {v.b6}:{TCP_PORT}" in same("fin")
     assert f"{a}:{made['rst']} → {b}:{TCP_PORT}" in same("reset")
     assert f"{b}:{CLOSED_TCP} → {a}:{made['refused']}" in same("reset")
