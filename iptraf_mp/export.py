@@ -300,17 +300,23 @@ class IpfixSink:
         this is the common path: no per-direction state is made for them at all.
         """
         reason = REASON_END
-        if p.id in self.pairs:
-            self._observe_pair(p, queue=False)
-            for side in (0, 1):
-                self._emit_tcp(p, side, reason, out)
-                self.tcp.pop((p.id, side), None)
-            del self.pairs[p.id]
-            self.ended.pop(p.id, None)
-        else:
+        if not self._close_tracked(p, reason, out):
             self._whole(p, reason, out)
         a, b = p.a, p.b
         self.done[p.id] = (a.packets, a.bytes, b.packets, b.bytes)
+
+    def _close_tracked(self, p: Pair, reason: int, out: list[FlowRecord]) -> bool:
+        """A pair with per-direction state: export what is pending of both directions and
+        drop the state. False when the pair has none (nothing of it was exported yet)."""
+        if p.id not in self.pairs:
+            return False
+        self._observe_pair(p, queue=False)
+        for side in (0, 1):
+            self._emit_tcp(p, side, reason, out)
+            self.tcp.pop((p.id, side), None)
+        del self.pairs[p.id]
+        self.ended.pop(p.id, None)
+        return True
 
     def _whole(self, p: Pair, reason: int, out: list[FlowRecord]) -> None:
         """Both directions as one record each: nothing of this pair was exported before."""
@@ -338,13 +344,7 @@ class IpfixSink:
                         _ms(e.last_seen), _ms(e.last_seen), reason,
                     ))
             return
-        if p.id in self.pairs:
-            self._observe_pair(p, queue=False)
-            for side in (0, 1):
-                self._emit_tcp(p, side, reason, out)
-                self.tcp.pop((p.id, side), None)
-            del self.pairs[p.id]
-            self.ended.pop(p.id, None)
+        if self._close_tracked(p, reason, out):
             return
         # Never seen before (born and retired between two updates: a SYN flood's, or the
         # open connections at the end of a run): the whole entry is the delta.
