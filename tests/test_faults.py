@@ -24,7 +24,14 @@ from pathlib import Path
 import pytest
 
 from .netns import netns_pair, why_not
-from .test_pipeline import alive, descendants, iptraf_mp_command, paced_capture, segments
+from .test_pipeline import (
+    alive,
+    descendants,
+    iptraf_mp_command,
+    kill_tree,
+    paced_capture,
+    segments,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "fixtures" / "handshake_close.pcap"
@@ -190,11 +197,7 @@ def test_capture_interface_disappears(tmp_path: Path) -> None:
             _, err = proc.communicate(timeout=40)
         finally:
             if proc.poll() is None:
-                for k in descendants(proc.pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(k, signal.SIGKILL)
-                proc.kill()
-                proc.communicate()
+                kill_tree(proc)
     errors = [ln for ln in err.splitlines() if "capture" in ln and "frames counted" not in ln]
     assert errors == [f"iptraf-mp: {v1.a_if}: capture stopped: the interface went away"], err
     assert proc.returncode == 1, err

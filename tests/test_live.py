@@ -30,7 +30,7 @@ import pytest
 
 from shards.reader import NSTATS, ST_KERNEL_DROPS, ST_KERNEL_RECV, _kernel_stats
 
-from .test_pipeline import alive, descendants, iptraf_mp_command, segments
+from .test_pipeline import alive, descendants, iptraf_mp_command, kill_tree, segments
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0,
                                reason="needs root: creates network namespaces and captures")
@@ -236,13 +236,7 @@ class Live:
         return self.proc.returncode
 
     def kill(self) -> None:
-        for k in descendants(self.pid):
-            try:
-                os.kill(k, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.kill()
-        self.proc.communicate()
+        kill_tree(self.proc)
 
     def nothing_left(self) -> None:
         deadline = time.monotonic() + 10

@@ -188,6 +188,18 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a monitor and every process under it, then reap it (a failed test must not
+    leave shards or capture processes behind)."""
+    for k in descendants(proc.pid):
+        try:
+            os.kill(k, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.kill()
+    proc.communicate()
+
+
 def segments(pid: int) -> list[str]:
     """Rings created by process `pid` (names carry the creator's pid)."""
     lead = f"{PREFIX}-{pid}-"
@@ -271,13 +283,7 @@ class Run:
         return self.proc.returncode
 
     def kill_all(self) -> None:
-        for k in descendants(self.pid):
-            try:
-                os.kill(k, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.kill()
-        self.proc.communicate()
+        kill_tree(self.proc)
 
     def records(self) -> list[dict]:
         if not self.out.exists():

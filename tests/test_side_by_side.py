@@ -43,7 +43,7 @@ from pathlib import Path
 import pytest
 
 from .netns import NetPair, Veth, netns_pair, why_not
-from .test_pipeline import alive, descendants, iptraf_mp_command, segments
+from .test_pipeline import alive, descendants, iptraf_mp_command, kill_tree, segments
 
 IPTRAF_NG = shutil.which("iptraf-ng") or (
     "/usr/sbin/iptraf-ng" if os.path.exists("/usr/sbin/iptraf-ng") else None)
@@ -375,13 +375,7 @@ class MpMonitor:
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            for k in descendants(self.pid):
-                try:
-                    os.kill(k, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.proc.kill()
-            self.proc.communicate()
+            kill_tree(self.proc)
 
 
 # ---- reading the logs ------------------------------------------------------------------------
