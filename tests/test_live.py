@@ -30,6 +30,7 @@ import pytest
 
 from shards.reader import NSTATS, ST_KERNEL_DROPS, ST_KERNEL_RECV, _kernel_stats
 
+from .netns import netns_pair, sh, why_not
 from .test_pipeline import alive, descendants, iptraf_mp_command, kill_tree, segments
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0,
@@ -59,50 +60,16 @@ class Net:
         return ["ip", "netns", "exec", self.ns_b, *argv]
 
 
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, check=check)
-
-
-def _remove_stale_namespaces() -> None:
-    """Namespaces of earlier runs that were killed before their clean-up (names carry the
-    pid of the pytest process that made them)."""
-    out = sh("ip", "netns", "list", check=False).stdout
-    for line in out.splitlines():
-        name = line.split()[0] if line.split() else ""
-        if name.startswith("ipmpt") and name[5:-1].isdigit():
-            if not alive(int(name[5:-1])):
-                sh("ip", "netns", "del", name, check=False)
-
-
 @pytest.fixture
 def net() -> Iterator[Net]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: creates network namespaces and captures")
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 (ip) is not installed")
-    _remove_stale_namespaces()
-    pid = os.getpid()
-    n = Net(f"ipmpt{pid}a", f"ipmpt{pid}b", f"ipmA{pid}", f"ipmB{pid}",
-            "10.231.7.1", "10.231.7.2")
-    try:
-        for ns in (n.ns_a, n.ns_b):
-            sh("ip", "netns", "add", ns)
-            # No IPv6: its neighbour discovery and MLD would add traffic the test did not make
-            for key in ("all", "default"):
-                sh("ip", "netns", "exec", ns, "sysctl", "-qw",
-                   f"net.ipv6.conf.{key}.disable_ipv6=1")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "link", "add", n.a_if, "netns", n.ns_a, "type", "veth", "peer", "name", n.b_if,
-           "netns", n.ns_b)
-        sh("ip", "-n", n.ns_a, "addr", "add", f"{n.a}/24", "dev", n.a_if)
-        sh("ip", "-n", n.ns_b, "addr", "add", f"{n.b}/24", "dev", n.b_if)
-        sh("ip", "-n", n.ns_a, "link", "set", n.a_if, "up")
-        sh("ip", "-n", n.ns_b, "link", "set", n.b_if, "up")
-        yield n
-    finally:
-        # deleting a namespace deletes the veth end in it, and with it the pair
-        for ns in (n.ns_a, n.ns_b):
-            sh("ip", "netns", "del", ns, check=False)
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    # No IPv6 (netns_pair leaves it off): its neighbour discovery and MLD would add traffic
+    # the test did not make
+    with netns_pair("live") as pair:
+        v = pair.add_veth()
+        yield Net(pair.ns_a, pair.ns_b, v.a_if, v.b_if, v.a4, v.b4)
 
 
 # ---- traffic ---------------------------------------------------------------------------------
