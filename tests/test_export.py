@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -40,6 +39,7 @@ from iptraf_mp.model import K_ICMP, K_NON_IP, K_UDP, TH_ACK, TH_FIN, TH_PUSH, TH
 from iptraf_mp.tcptable import END_FIN, END_OPEN, END_TIMEOUT, Entry, Pair
 
 from .conftest import CORPUS, corpus_files, need_corpus
+from .test_ipfix import nfcapd
 
 NFCAPD = shutil.which("nfcapd")
 NFDUMP = shutil.which("nfdump")
@@ -458,11 +458,6 @@ def test_pacing_bounds_bursts_and_sheds_when_the_queue_is_full() -> None:
 # Acceptance: the corpus into nfcapd, back out with nfdump, against our own --json
 
 
-def _udp_listening(port: int) -> bool:
-    needle = f":{port:04X} "
-    return needle in Path("/proc/net/udp").read_text()
-
-
 def nfdump_ms(text: str) -> int:
     dt = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
     return round(dt.timestamp() * 1000)
@@ -493,24 +488,12 @@ def run_with_nfcapd(tmp_path: Path, cap: Path, *extra: str) -> tuple[list[dict],
 
     flowdir = tmp_path / "flows"
     flowdir.mkdir()
-    port = free_udp_port()
-    proc = subprocess.Popen(
-        [NFCAPD or "nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(flowdir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not _udp_listening(port):
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "nfcapd did not start listening"
-            time.sleep(0.05)
+    with nfcapd(flowdir) as collector:
         out = tmp_path / "out.jsonl"
         rc = main(["-r", str(cap), "-B", "--no-db", "--json", str(out),
-                   "--ipfix", f"127.0.0.1:{port}", *extra])
+                   "--ipfix", f"127.0.0.1:{collector.port}", *extra])
         assert rc == 0
-        time.sleep(0.3)  # let nfcapd read its socket before it is told to stop
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        log = proc.communicate(timeout=30)[0]
+    log = collector.log
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     dump = subprocess.run([NFDUMP or "nfdump", "-R", str(flowdir), "-o", "json"],
                           capture_output=True, text=True, timeout=120,

@@ -18,6 +18,9 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -731,29 +734,44 @@ def _udp_listening(port: int) -> bool:
     return False
 
 
-def run_nfcapd_and_export(tmp_path: Path, batches: list[list[FlowRecord]]) -> tuple[list, str]:
-    flowdir = tmp_path / "flows"
-    flowdir.mkdir()
-    port = free_port(socket.SOCK_DGRAM)
+@dataclass
+class Collector:
+    port: int
+    log: str = ""  # nfcapd's output, once it has stopped
+
+
+@contextmanager
+def nfcapd(flowdir: Path) -> Iterator[Collector]:
+    """A private nfcapd on a free loopback UDP port, writing into `flowdir`, listening when
+    the block starts and stopped (SIGTERM) when it ends, its output then in `.log`."""
+    c = Collector(free_port(socket.SOCK_DGRAM))
     proc = subprocess.Popen(
-        [NFCAPD or "nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(flowdir)],
+        [NFCAPD or "nfcapd", "-b", "127.0.0.1", "-p", str(c.port), "-w", str(flowdir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 10
-        while not _udp_listening(port):
+        while not _udp_listening(c.port):
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "nfcapd did not start listening"
             time.sleep(0.05)
-        exp = IpfixExporter(f"127.0.0.1:{port}", odid=42)
+        yield c
+        time.sleep(0.3)  # let nfcapd read its socket before it is told to stop
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        c.log = proc.communicate(timeout=30)[0]
+
+
+def run_nfcapd_and_export(tmp_path: Path, batches: list[list[FlowRecord]]) -> tuple[list, str]:
+    flowdir = tmp_path / "flows"
+    flowdir.mkdir()
+    with nfcapd(flowdir) as collector:
+        exp = IpfixExporter(f"127.0.0.1:{collector.port}", odid=42)
         for batch in batches:
             assert exp.export(batch) == len(batch), exp.stats
         exp.close()
         assert exp.stats.errors == 0, exp.stats
-        time.sleep(0.3)  # let nfcapd read its socket before it is told to stop
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        log = proc.communicate(timeout=20)[0]
+    log = collector.log
     env = {**os.environ, "TZ": "UTC"}
     dump = subprocess.run(
         [NFDUMP or "nfdump", "-R", str(flowdir), "-o", "json"],
