@@ -48,8 +48,8 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
     get_iface = ifaces.get
     frames = nbytes = fast = 0
     # The packet clock in locals, written back before anything else may read it
-    now = now0 = engine.now if engine.clock is None else engine.clock.now
-    nxt = _next_tick(engine)
+    now, nxt = _clock(engine)
+    now0 = now
     for frame_no, rec in zip(numbers, records, strict=True):
         ts, ifindex, data, wirelen = rec
         ifc = get_iface(ifindex)
@@ -60,8 +60,8 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
             if now != now0:
                 _set_now(engine, now)
             other(frame_no, rec)  # type: ignore[misc]
-            now = now0 = engine.now if engine.clock is None else engine.clock.now
-            nxt = _next_tick(engine)
+            now, nxt = _clock(engine)
+            now0 = now
             continue
         frames += 1
         name, lt = ifc
@@ -104,8 +104,8 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
         if now != now0:
             _set_now(engine, now)
         feed(ts, name, decode(lt, data, wirelen), frame_no)
-        now = now0 = engine.now if engine.clock is None else engine.clock.now
-        nxt = _next_tick(engine)
+        now, nxt = _clock(engine)
+        now0 = now
     if now != now0:
         _set_now(engine, now)
     if fast:
@@ -113,9 +113,12 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
     return frames
 
 
-def _next_tick(engine: Engine) -> float:
-    """Where the next tick is due: a shard's ticks come as control records, never here."""
-    return _INF if engine.clock is None else engine.clock.next
+def _clock(engine: Engine) -> tuple[float, float]:
+    """The packet clock's time and where its next tick is due (a shard's ticks come as
+    control records, never from packets: never due)."""
+    if engine.clock is None:
+        return engine.now, _INF
+    return engine.clock.now, engine.clock.next
 
 
 def _set_now(engine: Engine, now: float) -> None:
