@@ -2,6 +2,7 @@
 
     python bench/bench_store.py [--connections 10000,100000] [--packets 200000] [--repeat 5]
                                 [--per-connection 50] [--checkpoint 5,1] [--busy]
+                                [--no-floor]
 
 1. Checkpoint cost: N connections changed since the previous checkpoint (N = 10k, 100k).
    For a first checkpoint (every connection new: inserts) and a second (every connection
@@ -14,7 +15,9 @@
    - rows/s: connection rows + delta rows written per second of write.
    --busy keeps a second Python thread spinning meanwhile, as a monitor replaying at full
    speed does: the writer then shares the GIL.
-   `--packets 0` runs only this part.
+   `--packets 0` runs only this part. Unless `--no-floor`, it also measures what SQLite
+   alone spends on N new connections (rows built beforehand), as built and without parts
+   of the schema: the floor under the write, and where it goes.
 2. Replay throughput with the store on versus `--no-db`, in the same run, on a capture made
    by bench/gen_capture.py, in one process (`--shards 0`) and with the pipeline. Runs
    alternate between the modes so that the machine's other load hits them alike. Reported:
@@ -138,6 +141,67 @@ def checkpoint_cost(n: int, tmp: Path, busy: bool = False) -> list[dict]:
     return results
 
 
+# What SQLite alone spends on a checkpoint's rows, per variant of the schema: the same
+# statements the writer runs, on rows built beforehand (no snapshot, no Python building
+# rows meanwhile). (name, drop the sample triggers, indexes to drop)
+_SECONDARY = ("idx_tcp_connections_session_id_pair_id", "idx_tcp_connections_a_addr",
+              "idx_tcp_connections_b_addr", "idx_tcp_connections_b_port",
+              "idx_tcp_connections_first_seen")
+FLOOR_VARIANTS = (
+    ("as built", False, ()),
+    ("no (session_id, pair_id) index", False, _SECONDARY[:1]),
+    ("no a_addr/b_addr indexes", False, _SECONDARY[1:3]),
+    ("no sample rows", True, ()),
+    ("no secondary index", False, _SECONDARY),
+    ("bare table (neither)", True, (*_SECONDARY, "idx_flow_samples_ts")),
+)
+
+
+def sqlite_floor(n: int, tmp: Path, shuffle_addresses: bool) -> dict[str, float]:
+    """Seconds SQLite takes to insert `n` new connections (BEGIN to COMMIT), per variant."""
+    from store import checkpoint as ck
+    from store.schema import connect
+
+    pairs = make_pairs(n)
+    if shuffle_addresses:
+        # make_pairs numbers clients in order, so the a_addr index only ever appends;
+        # real clients come in no order
+        for i, p in enumerate(pairs):
+            c = (0x0A000000 + (i * 7919) % 16_000_000).to_bytes(4, "big")
+            p.a.src = p.b.dst = c
+    out: dict[str, float] = {}
+    for name, no_samples, drop in FLOOR_VARIANTS:
+        db = tmp / f"floor-{n}-{time.monotonic_ns()}.db"
+        sid = open_session(db, SessionInfo("live", None, ["eth0"]))
+        sink = StoreSink(db, sid, interval=3600.0, report=lambda m: print("  store:", m))
+        feed = _Feed()
+        feed.changed = list(pairs)
+        sink.feed = feed
+        sink._started = True  # the writer's thread never starts: its rows are built here
+        sink.checkpoint(_Monitor())
+        w = sink.writer
+        w._merge(w.q.get())
+        rows: list = []
+        w._rows(1, lambda stmt, flat, rows=rows: rows.append((stmt, flat)))
+        conn = connect(db)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        if not no_samples:
+            for trigger in ck._SAMPLE_TRIGGERS:
+                conn.execute(trigger)
+        for index in drop:
+            conn.execute(f"DROP INDEX {index}")
+        t0 = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        st = ck._Statements(conn)
+        for stmt, flat in rows:
+            st.add(stmt, flat)
+        st.flush()
+        conn.execute("COMMIT")
+        out[name] = time.perf_counter() - t0
+        conn.close()
+    return out
+
+
 def replay_time(cap: Path, extra: list[str]) -> tuple[float, float]:
     """Wall time, and CPU time of the monitor and all its processes (what the store costs
     even when other work on the machine makes wall times jump)."""
@@ -163,6 +227,9 @@ def main() -> int:
                     help="checkpoint intervals to try with the store on (seconds)")
     ap.add_argument("--busy", action="store_true",
                     help="checkpoint cost with a second Python thread busy (the GIL shared)")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="skip what SQLite alone spends on N new connections, per schema "
+                         "variant (where a checkpoint's time goes)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-store-") as d:
         tmp = Path(d)
@@ -186,6 +253,19 @@ def main() -> int:
                 print(f"  {n:>7} {kind:<8} {col('snapshot'):>13} {col('write'):>13} "
                       f"{col('latency'):>13} {col('wal'):>13} {col('busy'):>13} "
                       f"{rate:>10,.0f}{ok}")
+        if a.floor:
+            print("\nSQLite alone: N new connections, rows built beforehand, BEGIN to COMMIT "
+                  f"(the floor under the write above), {a.repeat} runs: median (best)")
+            for n in (int(x) for x in a.connections.split(",") if x.strip() not in ("", "0")):
+                for shuffled in (False, True):
+                    floors: dict[str, list[float]] = {}
+                    for _ in range(a.repeat):
+                        for k, v in sqlite_floor(n, tmp, shuffled).items():
+                            floors.setdefault(k, []).append(v)
+                    label = "clients in no order" if shuffled else "clients in order"
+                    print(f"  {n:>7} new, {label}")
+                    for k, v in floors.items():
+                        print(f"    {k:<34} {statistics.median(v):.3f} ({min(v):.3f}) s")
         if a.packets <= 0:
             return 0
         cap = tmp / "bench.pcap"
