@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .model import K_ICMP, K_NON_IP, K_OTHER_IP, K_TCP, K_UDP, Decoded
-from .othertable import OtherTable
+from .othertable import DEFAULT_FLOW_IDLE, OtherTable
 from .tcptable import SlotList, TcpTable
 
 
@@ -62,6 +62,8 @@ class Settings:
     lower_lines: int = 512  # rule 13
     log_events: bool = False  # collect rule 20 events and lines for a log file
     max_pairs: int = 1_000_000  # --max-connections (per engine: shards share it out)
+    # A non-TCP flow idle this long ends; the next packet starts a new one (othertable.py)
+    flow_idle: float = DEFAULT_FLOW_IDLE
 
 
 class PacketClock:
@@ -86,7 +88,8 @@ class PacketClock:
 
 
 class Engine:
-    """Feed it decoded frames; read `tcp`, `other` and `summary`, and drain `sealed`.
+    """Feed it decoded frames; read `tcp`, `other` and `summary`, and drain `sealed` (and,
+    with change tracking, `other.ended`).
 
     Pairs that leave the engine are grouped by the clock second in which they left and each
     group is sorted by pair id (`sealed`), so the order of the output depends only on the
@@ -101,7 +104,8 @@ class Engine:
         self.tcp = TcpTable(timeout=s.tcp_timeout, log_events=s.log_events,
                             display=SlotList() if display else None,
                             max_pairs=s.max_pairs)
-        self.other = OtherTable(max_lines=s.lower_lines, keep_new=s.log_events)
+        self.other = OtherTable(max_lines=s.lower_lines, keep_new=s.log_events,
+                                idle=s.flow_idle)
         self.summary = Summary()
         self.now = 0.0  # monotonic packet clock
         self.started: float | None = None
@@ -154,10 +158,11 @@ class Engine:
             itype = info[0]
             if (itype == 3 and d.ipver == 4) or (itype == 1 and d.ipver == 6):
                 self.tcp.icmp_unreachable(ts, iface, info[2])
-        self.other.packet(ts, iface, d)
+        self.other.packet(ts, iface, d, frame_no)
 
     def tick(self, now: float) -> None:
-        """A new second of the packet clock: timeouts, lingering, automatic flush."""
+        """A new second of the packet clock: timeouts, lingering, idle flows, automatic
+        flush."""
         if now > self.now:
             self.now = now
         self._seal()

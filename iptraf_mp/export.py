@@ -13,9 +13,12 @@ second, but the sums never do):
 - TCP, ended: as soon as the engine sees the end (FIN/RST/ICMP -> 3, idle TIMEOUT -> 1),
   then once more when the pair leaves the engine if stragglers were counted after that;
   still open when the run ends (or its shard was lost) -> 4, forced end.
-- Non-TCP flows never end in the engine, so the exporter ends them itself: after `idle`
-  seconds without packets (-> 1, the next packet starts a new record), otherwise a delta
-  every active timeout (-> 2), and what is left at the end of the run (-> 4).
+- Non-TCP flows: after `idle` seconds without packets (-> 1, the next packet starts a new
+  record of the same flow), otherwise a delta every active timeout (-> 2), and what is left
+  at the end of the run (-> 4). Flows are tracked by the merged flow's id, not by their
+  key: when the engine ends a flow (idle for `Settings.flow_idle`, normally much longer
+  than `idle`), its pending delta goes out (-> 1) and its state is dropped; the next
+  packet with that key is a new flow, with a track of its own.
 Deltas with neither packets nor bytes are never sent.
 
 tcpControlBits is the OR of the flags seen: the engine keeps, per direction, the OR of
@@ -144,8 +147,8 @@ class IpfixSink:
         self.feed: ChangeFeed | None = None
         self.tcp: dict[tuple[int, int], _Track] = {}  # (pair id, 0 for a / 1 for b)
         self.pairs: dict[int, Pair] = {}  # pairs with a track, by id
-        self.flows: dict[tuple, _Track] = {}
-        self.flow_views: dict[tuple, FlowView] = {}
+        self.flows: dict[int, _Track] = {}  # by merged flow id
+        self.flow_views: dict[int, FlowView] = {}
         self.ended: dict[int, str] = {}  # pair id -> the end already exported (TIMEOUT)
         # pair id -> (a packets, a bytes, b packets, b bytes) exported, for pairs that ended
         # by FIN/RST/ICMP: they only linger in the engine, for stragglers, until they retire
@@ -253,6 +256,8 @@ class IpfixSink:
             self._retire(p, out)
         for fv in flows:
             self._observe_flow(fv)
+            if fv.ended:
+                self._end_flow(fv, out)
         self._expire(out)
 
     def flush_all(self, out: list[FlowRecord]) -> None:
@@ -354,7 +359,7 @@ class IpfixSink:
         if fv.kind == K_NON_IP:
             self.skipped += 1
             return
-        key = (fv.iface, fv.kind, fv.proto, fv.src, fv.dst, fv.sport, fv.dport)
+        key = fv.id
         t = self.flows.get(key)
         if t is None:
             t = self.flows[key] = _Track(anchor=fv.first_seen)
@@ -365,6 +370,16 @@ class IpfixSink:
         if t.pending and not t.queued:
             t.queued = True
             self._push(min(t.anchor + self.active, fv.last_seen + self.idle), key)
+
+    def _end_flow(self, fv: FlowView, out: list[FlowRecord]) -> None:
+        """The engine ended the flow (idle): what is pending goes out, the state goes.
+        (A due-heap entry may remain: it finds no track and is skipped.)"""
+        t = self.flows.pop(fv.id, None)
+        if t is None:
+            return
+        del self.flow_views[fv.id]
+        if t.pending:
+            self._emit_flow(fv.id, t, fv, REASON_IDLE, out)
 
     @staticmethod
     def _delta_start(t: _Track, first_seen: float, last_seen: float) -> float:
@@ -386,7 +401,7 @@ class IpfixSink:
         requeue: list[tuple[float, Any]] = []
         while due and due[0][0] <= now:
             _when, _n, key = heapq.heappop(due)
-            if len(key) == 2:  # (pair id, side); flow keys have 7 fields
+            if type(key) is tuple:  # (pair id, side); a flow's key is its merged id
                 t = self.tcp.get(key)
                 if t is None or not t.pending:
                     continue
@@ -439,7 +454,7 @@ class IpfixSink:
         t.exported = True
         t.closed = reason != REASON_ACTIVE
 
-    def _emit_flow(self, key: tuple, t: _Track, fv: FlowView, reason: int,
+    def _emit_flow(self, key: int, t: _Track, fv: FlowView, reason: int,
                    out: list[FlowRecord]) -> None:
         packets = fv.packets - t.packets
         octets = fv.bytes - t.bytes

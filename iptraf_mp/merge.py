@@ -1,15 +1,32 @@
-"""The main process's merged view of every shard: pairs, screen rows, lines, summary.
+"""The main process's merged view of every shard: pairs, screen rows, lines, summary, flows.
 
 Applies shard `Publication`s. Retired pairs come in groups labelled by the clock tick before
 which they retired; a group is released (`ready`) once every shard has passed that tick,
 merged across shards and sorted by pair id — the same order a single engine produces, so
 the output of a replay does not depend on the number of shards.
+
+Non-TCP flows the same way. One flow can be counted by several shards (an ICMP error goes to
+the shard of the connection it quotes) and again from zero by a restarted shard: each
+engine flow is a *part* (shard, incarnation, engine flow id), and a merged flow (`FlowView`)
+is the sum of the parts a single engine would have counted as one generation of its key.
+Parts carry the packet times of the ticks around their life (`start_tick`, `end_tick`), and
+are taken in order of (start tick, id) once every shard has passed their start tick: then
+the parts that began earlier are all known, and so is whether the newest merged flow of the
+key was still alive when this part began (one of its parts began no later and had not ended
+by then), in which case the part joins it; otherwise it starts a new merged flow. A merged
+flow ends when all its parts have ended (or their shard died) and every shard has passed
+the last end: no part can join it any more. Its final state goes to every ChangeFeed,
+marked `ended`, and the merger forgets it. Merged flows are numbered in the order they are
+taken, which is the order one engine creates them, for any number of shards.
 """
 
 from __future__ import annotations
 
 import gc
 from collections import deque
+from dataclasses import dataclass
+from itertools import count
+from operator import itemgetter
 
 from shards.protocol import (
     Publication,
@@ -19,11 +36,35 @@ from shards.protocol import (
 )
 
 from .engine import Summary
-from .othertable import OtherFlow, OtherLine
+from .othertable import OtherLine
 from .tcptable import END_OPEN, Pair, SlotList
 
-# A shard's OtherFlow, mirrored here: same fields, same meaning.
-FlowView = OtherFlow
+_INF = float("inf")
+_NEVER = float("-inf")
+_first = itemgetter(0)
+
+
+@dataclass(slots=True, eq=False)
+class FlowView:
+    """One generation of a non-TCP flow, merged over the shards that counted it: the same
+    fields as the engine's OtherFlow, `id` the merger's own serial (in order of creation;
+    the store's flow_id), `ended` once it has ended for good (its state is final)."""
+
+    iface: str
+    kind: int
+    proto: int
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
+    packets: int = 0
+    bytes: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    id: int = 0
+    ended: bool = False
+    open_parts: int = 0  # parts taken that have not ended
+    last_end: float = _NEVER  # the latest end_tick of its ended parts
 
 
 def settle_heap() -> None:
@@ -44,7 +85,9 @@ class ChangeFeed:
     def __init__(self) -> None:
         self.pairs: dict[int, Pair] = {}  # changed, still in the engine
         self.retired: list[Pair] = []  # left the engine (final state), in release order
-        self.flows: dict[tuple, FlowView] = {}
+        # merged flows that changed or ended, by id; an ended one (`ended` set) is in its
+        # final state and is never handed out again: a consumer drops what it keeps of it
+        self.flows: dict[int, FlowView] = {}
 
     def take(self) -> tuple[list[Pair], list[Pair], list[FlowView]]:
         out = (list(self.pairs.values()), self.retired, list(self.flows.values()))
@@ -74,11 +117,18 @@ class Merger:
         self.lines: deque = deque(maxlen=lower_lines)
         self.events: list = []  # TcpEvents, for the log (only collected with -L)
         self.log_lines: list[OtherLine] | None = None  # every new line, when a log wants them
-        self.flows: dict[tuple, FlowView] = {}
-        # Which (shard, incarnation) counts a flow; flows counted in several places keep
-        # each place's numbers instead (see _flow_part)
-        self.flow_owner: dict[tuple, tuple[int, int]] = {}
-        self.flow_parts: dict[tuple, dict[tuple[int, int], tuple]] = {}
+        # Non-TCP flows (see the module docstring): merged flows not yet ended, by id;
+        # the newest generation of each key; the parts that may still change; the parts
+        # not yet taken, by start tick (then engine id); the merged flows whose parts have
+        # all ended, by the last end. By tick, not in heaps: a tick holds many of them.
+        self.flows: dict[int, FlowView] = {}
+        self.flow_latest: dict[tuple, FlowView] = {}
+        # per shard (its current incarnation): engine flow id -> part
+        self.flow_parts: list[dict[int, list]] = [{} for _ in range(nshards)]
+        self.flow_pending: dict[float, list[tuple[int, list]]] = {}
+        self.flow_ending: dict[float, list[FlowView]] = {}
+        self._flow_ids = count(1)
+        self.tick_time = [_NEVER] * nshards  # the newest tick each shard has processed
         self.incarnation = [0] * nshards  # bumped when a shard is restarted
         self.feeds: list[ChangeFeed] = []
         self.lost_pairs = 0
@@ -111,19 +161,11 @@ class Merger:
             if self.log_lines is not None:
                 self.log_lines.append(line)
         self.events.extend(pub.events)
-        part = (sh, self.incarnation[sh])
-        for f in pub.flows:
-            key = f[:7]
-            fv = self.flows.get(key)
-            if fv is None:
-                fv = self.flows[key] = FlowView(*f)
-                self.flow_owner[key] = part
-            elif self.flow_owner.get(key) == part:
-                fv.packets, fv.bytes, fv.first_seen, fv.last_seen = f[7:]
-            else:
-                self._flow_part(key, fv, part, f[7:])
-            for feed in self.feeds:
-                feed.flows[key] = fv
+        if pub.flows:
+            self._apply_flows(sh, pub.flows)
+        if pub.tick_time > self.tick_time[sh]:
+            # (a restarted shard has seen no tick yet: it keeps its predecessor's)
+            self.tick_time[sh] = pub.tick_time
         self.line_counts[sh] = pub.line_count
         self.summaries[sh] = summary_from_tuple(pub.summary)
         self.ticks[sh] = pub.tick_no
@@ -153,6 +195,8 @@ class Merger:
         return p
 
     def _release(self) -> None:
+        """Retired pairs and flows whose turn has come (every shard has passed them)."""
+        self._settle_flows()
         if all(self.final):
             done = float("inf")
         else:
@@ -171,21 +215,122 @@ class Merger:
                 feed.pairs.pop(p.id, None)
             feed.retired.extend(group)
 
-    def _flow_part(self, key: tuple, fv: FlowView, part: tuple[int, int], vals: tuple) -> None:
-        """A flow counted in more than one place: ICMP errors go to the shard of the
-        connection they quote, so one (source, destination, type, code) can be counted by
-        several shards; and a restarted shard counts its flows again from zero. The flow is
-        the sum of its parts, as one engine would have counted it."""
-        parts = self.flow_parts.get(key)
-        if parts is None:
-            owner = self.flow_owner.pop(key)
-            parts = self.flow_parts[key] = {owner: (fv.packets, fv.bytes, fv.first_seen,
-                                                    fv.last_seen)}
-        parts[part] = vals
-        fv.packets = sum(v[0] for v in parts.values())
-        fv.bytes = sum(v[1] for v in parts.values())
-        fv.first_seen = min(v[2] for v in parts.values())
-        fv.last_seen = max(v[3] for v in parts.values())
+    # ---- non-TCP flows --------------------------------------------------------------------
+    # A part is a list [its newest flow tuple, its FlowView (None until taken), its end tick
+    # (inf while open)]: lists, not records, as this runs once or twice per flow and a
+    # router makes a flow per DNS query. It is in flow_parts while it may still change.
+
+    def _apply_flows(self, sh: int, flows: list[tuple]) -> None:
+        parts = self.flow_parts[sh]
+        feeds = self.feeds
+        pending = self.flow_pending
+        for f in flows:
+            part = parts.get(f[11])
+            if part is None:
+                ended = f[12]
+                part = [f, None, f[14] if ended else _INF]
+                if not ended:
+                    parts[f[11]] = part
+                waiting = pending.get(f[13])
+                if waiting is None:
+                    waiting = pending[f[13]] = []
+                waiting.append((f[11], part))
+                continue
+            fv = part[1]
+            if fv is not None:
+                # counts only grow: the sums move by the difference
+                old = part[0]
+                fv.packets += f[7] - old[7]
+                fv.bytes += f[8] - old[8]
+                if f[10] > fv.last_seen:
+                    fv.last_seen = f[10]
+            part[0] = f
+            if f[12]:
+                del parts[f[11]]  # its engine flow is gone: nothing more comes of it
+                part[2] = f[14]
+                if fv is not None:
+                    fv.open_parts -= 1
+                    self._part_ended(fv, f[14])
+            if fv is not None:
+                for feed in feeds:
+                    feed.flows[fv.id] = fv
+
+    def _flows_done(self) -> float:
+        """The tick every shard still running has passed (inf when none runs)."""
+        live = [t for t, fin in zip(self.tick_time, self.final, strict=True) if not fin]
+        return min(live) if live else _INF
+
+    def _settle_flows(self) -> None:
+        pending, ending = self.flow_pending, self.flow_ending
+        if not pending and not ending:
+            return
+        done = self._flows_done()
+        # A part that began in the interval of tick `done` may have company from a shard
+        # still in that interval: its turn comes when every shard has passed the next tick.
+        for tick in sorted(t for t in pending if t < done):
+            group = pending.pop(tick)
+            group.sort(key=_first)  # by engine id: the order one engine made them in
+            for _id, part in group:
+                self._take_part(part)
+        for tick in sorted(t for t in ending if t <= done):
+            for fv in ending.pop(tick):
+                # a part may have joined it since (then it ends later) or it ended already
+                if not fv.ended and fv.open_parts == 0 and fv.last_end == tick:
+                    self._end_flow(fv)
+
+    def _take_part(self, part: list) -> None:
+        f, _fv, end = part
+        key = f[:7]
+        fv = self.flow_latest.get(key)
+        if fv is None or (fv.open_parts == 0 and fv.last_end <= f[13]):
+            # the newest generation had ended by the time this part began
+            fv = FlowView(*key, f[7], f[8], f[9], f[10], next(self._flow_ids))
+            self.flows[fv.id] = fv
+            self.flow_latest[key] = fv
+        else:
+            fv.packets += f[7]
+            fv.bytes += f[8]
+            if f[9] < fv.first_seen:
+                fv.first_seen = f[9]
+            if f[10] > fv.last_seen:
+                fv.last_seen = f[10]
+        part[1] = fv
+        if end == _INF:
+            fv.open_parts += 1
+        else:
+            self._part_ended(fv, end)
+        for feed in self.feeds:
+            feed.flows[fv.id] = fv
+
+    def _part_ended(self, fv: FlowView, end: float) -> None:
+        """One of fv's parts has ended (open_parts already counts it out)."""
+        if end > fv.last_end:
+            fv.last_end = end
+        if fv.open_parts == 0:
+            waiting = self.flow_ending.get(fv.last_end)
+            if waiting is None:
+                waiting = self.flow_ending[fv.last_end] = []
+            waiting.append(fv)
+
+    def _end_flow(self, fv: FlowView) -> None:
+        fv.ended = True
+        del self.flows[fv.id]
+        key = (fv.iface, fv.kind, fv.proto, fv.src, fv.dst, fv.sport, fv.dport)
+        if self.flow_latest.get(key) is fv:
+            del self.flow_latest[key]
+        for feed in self.feeds:
+            feed.flows[fv.id] = fv
+
+    def _flows_lost(self, shard: int) -> None:
+        """A shard died: its flows end with what it last published, as of its last tick."""
+        when = self.tick_time[shard]
+        parts, self.flow_parts[shard] = self.flow_parts[shard], {}  # the successor's
+        for part in parts.values():
+            part[2] = when
+            fv = part[1]
+            if fv is not None:
+                fv.open_parts -= 1
+                self._part_ended(fv, when)
 
     def subscribe(self) -> ChangeFeed:
         feed = ChangeFeed()
@@ -211,7 +356,8 @@ class Merger:
         # its restarted successor counts from zero: what it had published still counts
         self.base.merge(self.summaries[shard])
         self.summaries[shard] = Summary()
-        self.incarnation[shard] += 1  # its flows, too, count again from zero
+        self._flows_lost(shard)
+        self.incarnation[shard] += 1
         return len(group)
 
     def summary(self) -> Summary:

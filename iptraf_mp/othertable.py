@@ -1,6 +1,12 @@
 """The lower window: one line per non-TCP packet (DECISIONS.md rule 13), and the same traffic
 aggregated into flows for the store and for IPFIX export.
 
+A flow is the traffic of one (interface, protocol, endpoints, ports or ICMP type/code) until
+it has been idle for `idle` seconds of packet time (`Settings.flow_idle`): then it ends, and
+the next packet with that key starts a new flow (a new generation: its own id, counts from
+zero, its own first_seen). Without this, a router's table would grow without bound (every
+DNS query from a random source port is a flow of its own).
+
 Pure state; the line *text* is made in `lines.py`, only for the lines someone looks at.
 """
 
@@ -12,6 +18,9 @@ from dataclasses import dataclass, field
 from .model import FRAG_FIRST, FRAG_LATER, K_ICMP, K_NON_IP, K_UDP, Decoded
 
 LOWER_WINDOW_LINES = 512
+DEFAULT_FLOW_IDLE = 900.0  # seconds: as the TCP timeout (rule 7)
+_NEVER = float("-inf")
+_OPEN = float("inf")  # the end_tick of a flow that has not ended
 
 
 @dataclass(slots=True)
@@ -23,7 +32,8 @@ class OtherLine:
 
 @dataclass(slots=True, eq=False)
 class OtherFlow:
-    """Non-TCP traffic of one (interface, protocol, endpoints, ports or ICMP type/code)."""
+    """Non-TCP traffic of one (interface, protocol, endpoints, ports or ICMP type/code),
+    from its first packet until it has been idle for the table's `idle`."""
 
     iface: str
     kind: int
@@ -36,25 +46,47 @@ class OtherFlow:
     bytes: int = 0
     first_seen: float = 0.0
     last_seen: float = 0.0
+    # The number of the frame that created it, as TCP pair ids: unique in the run whatever
+    # the shard, so a flow generation is named the same in one process or in many.
+    id: int = 0
+    ended: bool = False  # idle for the table's `idle`: it left the table for good
+    # The packet-clock time of the last tick before its first packet, and of the tick that
+    # ended it: the merger orders flow generations across shards by these.
+    start_tick: float = _NEVER
+    end_tick: float = _OPEN
+    # the end of the packet-clock second of its last move to the end of `flows` (a float:
+    # one comparison per packet decides whether it moves again)
+    lru_next: float = 0.0
+    key: tuple = ()  # its key in `flows`
 
 
 @dataclass(slots=True)
 class OtherTable:
     max_lines: int = LOWER_WINDOW_LINES
     keep_new: bool = False  # keep every line for the log as well, until drained
+    idle: float = DEFAULT_FLOW_IDLE  # a flow without packets for this long ends
     lines: deque = field(default_factory=deque)
     new_lines: list[OtherLine] = field(default_factory=list)
     line_count: int = 0
+    # Live flows, in order of their last move (lru_next): a flow moves to the end at most
+    # once per second of packet time, so the oldest are first and the tick pops the idle
+    # ones from the front without looking at the others.
     flows: dict[tuple, OtherFlow] = field(default_factory=dict)
-    # TCP/UDP datagrams whose first fragment was seen: their later fragments get lines
+    # TCP/UDP datagrams whose first fragment was seen, by (src, dst, proto, IP id):
+    # (time, flow key). Their later fragments get lines and count in that key's flow (the
+    # key, not the flow: the flow may have ended since, and ended flows must not count).
     frag_firsts: dict[tuple, tuple] = field(default_factory=dict)
     dirty: set[OtherFlow] | None = None  # flows changed since the last publication, if wanted
+    ended: list[OtherFlow] = field(default_factory=list)  # ended since then (with `dirty`)
+    tick_time: float = _NEVER  # packet time of the newest tick
+    expired: int = 0  # flows ended so far
 
     def __post_init__(self) -> None:
         self.lines = deque(maxlen=self.max_lines)
 
-    def packet(self, ts: float, iface: str, d: Decoded) -> None:
-        """One non-TCP packet (TCP, fragments included, belongs to the TCP table)."""
+    def packet(self, ts: float, iface: str, d: Decoded, frame_no: int = 0) -> None:
+        """One non-TCP packet (TCP, fragments included, belongs to the TCP table).
+        `frame_no` names the flow it creates, if it creates one."""
         flow = None
         show = True
         if d.frag == FRAG_LATER and d.kind == K_UDP:
@@ -62,18 +94,27 @@ class OtherTable:
             if first is None:
                 show = False  # iptraf-ng never shows fragments that precede their first one
             else:
-                flow = first[1]
+                key = first[1]
+                flow = self.flows.get(key)
+                if flow is None:  # its flow ended after the first fragment: a new one
+                    flow = self._new(ts, key, frame_no)
         if flow is None:
-            flow = self._flow(ts, iface, d)
+            flow = self._flow(ts, iface, d, frame_no)
         flow.packets += 1
         flow.bytes += d.iplen
         flow.last_seen = ts
+        if ts >= flow.lru_next:
+            flows = self.flows
+            key = flow.key
+            del flows[key]
+            flows[key] = flow
+            flow.lru_next = float(int(ts) + 1)
         if self.dirty is not None:
             self.dirty.add(flow)
         if d.frag == FRAG_FIRST and d.kind == K_UDP:
             if len(self.frag_firsts) >= 8192:
                 del self.frag_firsts[next(iter(self.frag_firsts))]
-            self.frag_firsts[(d.src, d.dst, d.proto, d.ipid)] = (ts, flow)
+            self.frag_firsts[(d.src, d.dst, d.proto, d.ipid)] = (ts, flow.key)
         if show:
             line = OtherLine(ts, iface, d)
             self.lines.append(line)
@@ -81,7 +122,7 @@ class OtherTable:
             if self.keep_new:
                 self.new_lines.append(line)
 
-    def _flow(self, ts: float, iface: str, d: Decoded) -> OtherFlow:
+    def _flow(self, ts: float, iface: str, d: Decoded, frame_no: int) -> OtherFlow:
         kind = d.kind
         if kind == K_NON_IP:
             key = (iface, kind, d.proto, d.smac or b"", d.dmac or b"", 0, 0)
@@ -92,14 +133,55 @@ class OtherTable:
             key = (iface, kind, d.proto, d.src, d.dst, d.sport, d.dport)
         f = self.flows.get(key)
         if f is None:
-            f = OtherFlow(iface, kind, key[2], key[3], key[4], key[5], key[6], first_seen=ts)
-            self.flows[key] = f
+            # _new, inlined, and no *key: most flows of a router are new (a DNS query each)
+            f = self.flows[key] = OtherFlow(iface, kind, key[2], key[3], key[4], key[5],
+                                            key[6], 0, 0, ts, ts, frame_no, False,
+                                            self.tick_time, _OPEN, float(int(ts) + 1), key)
+        return f
+
+    def _new(self, ts: float, key: tuple, frame_no: int) -> OtherFlow:
+        f = self.flows[key] = OtherFlow(*key, 0, 0, ts, ts, frame_no, False, self.tick_time,
+                                        _OPEN, float(int(ts) + 1), key)
         return f
 
     def tick(self, now: float) -> None:
+        """A new second of the packet clock: flows idle for at least `idle` end."""
+        if now > self.tick_time:
+            self.tick_time = now
         firsts = self.frag_firsts
         while firsts:  # oldest first: stop at the first young one, without copying
             fk = next(iter(firsts))
             if now - firsts[fk][0] < 60.0:
                 break
             del firsts[fk]
+        flows = self.flows
+        if not flows:
+            return
+        idle = self.idle
+        # A flow's last packet came no earlier than lru_next - 1: one with lru_next above
+        # this cannot have been idle long enough, nor can any after it (they are in order
+        # of lru_next). Before it, the exact test, "idle for at least flow_idle" (rule 7's
+        # for TCP).
+        young = now + 1.0 - idle
+        expired = []
+        for f in flows.values():
+            if f.lru_next > young:
+                break
+            if now - f.last_seen >= idle:
+                expired.append(f)
+        if expired:
+            self._end(expired)
+
+    def _end(self, expired: list[OtherFlow]) -> None:
+        flows = self.flows
+        dirty = self.dirty
+        label = self.tick_time
+        for f in expired:
+            del flows[f.key]
+            f.ended = True
+            f.end_tick = label
+            if dirty is not None:
+                # its final state is published once more, as ended, then it is forgotten
+                dirty.discard(f)
+                self.ended.append(f)
+        self.expired += len(expired)

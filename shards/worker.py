@@ -29,6 +29,7 @@ from .protocol import (
     CTL_TICK,
     MAX_IFACES,
     Publication,
+    flow_tuples,
     pair_tuple,
     parse_iface_record,
     summary_tuple,
@@ -137,9 +138,11 @@ def make_publication(engine: Engine, index: int, seq: int, decoded: int,
         other.new_lines[-MAX_LINES_PER_PUBLICATION:]
     lines = [(ln.ts, ln.iface, ln.d) for ln in keep]
     other.new_lines.clear()
-    flows = [(f.iface, f.kind, f.proto, f.src, f.dst, f.sport, f.dport, f.packets, f.bytes,
-              f.first_seen, f.last_seen) for f in other.dirty]
+    # Ended flows are no longer in the dirty set: their final state goes out here, once.
+    flows = flow_tuples(other.ended)
+    flows += flow_tuples(other.dirty)
     other.dirty.clear()
+    other.ended.clear()
     events = tcp.events
     tcp.events = []
     engine.sync_counters()
@@ -147,7 +150,7 @@ def make_publication(engine: Engine, index: int, seq: int, decoded: int,
     return Publication(index, seq, engine.tick_no, engine.now, changed, sealed, lines,
                        other.line_count, events, flows, summary_tuple(engine.summary), decoded,
                        halfopen=[(k[0], k[1], n) for k, n in top], evicted=tcp.evicted,
-                       final=final)
+                       final=final, tick_time=other.tick_time)
 
 
 def track_changes(engine: Engine, keep_lines: bool) -> None:

@@ -47,7 +47,7 @@ ENTRY_FIELDS = attrgetter("src", "sport", "dst", "dport", "packets", "bytes", "f
                           "finsent", "reset", "first_seen", "last_seen", "last_size", "window")
 _A, _B = attrgetter("a"), attrgetter("b")
 FLOW_FIELDS = attrgetter("iface", "kind", "proto", "src", "dst", "sport", "dport", "packets",
-                         "bytes", "first_seen", "last_seen")
+                         "bytes", "first_seen", "last_seen", "id", "ended")
 _FLAGS = tuple(fmt_flags(i) for i in range(256))  # rule 5's column, by flags byte
 
 DEFAULT_INTERVAL = 5.0
@@ -71,7 +71,7 @@ class Snapshot:
     wall: float
     packet_time: float
     pairs: list[tuple]  # (PAIR_FIELDS, ENTRY_FIELDS a, ENTRY_FIELDS b, released)
-    flows: list[tuple]  # FLOW_FIELDS
+    flows: list[tuple]  # FLOW_FIELDS: the merged flow's id is its flow_id
     counters: tuple  # frames, (packets, bytes) x 6, malformed, untracked, the run's drops
     final: bool = False
     syn: tuple = ()  # (iface, destination, lone SYNs) at or above --syn-warn
@@ -363,13 +363,15 @@ class Writer:
         self.conn: sqlite3.Connection | None = None
         # what is committed (the deltas are SQLite's, against the committed rows)
         self.known: set[int] = set()  # pairs with a committed row, not yet released
-        self.flow_ids: dict[tuple, int] = {}
-        self.known_flows: set[int] = set()  # flows with a committed row
+        # Flows with a committed row, not yet ended. A flow's id is the merger's (in order
+        # of first appearance in the run); a new generation of a key is a new flow, so a
+        # new row, never an update of an old generation's row with smaller counts.
+        self.known_flows: set[int] = set()
         self.ifaces: set[str] = set()
         self.declared_ifaces: list[str] = []  # live: the interfaces asked for, seen or not
         # merged and not yet committed
         self.p_pairs: dict[int, tuple] = {}
-        self.p_flows: dict[tuple, tuple] = {}
+        self.p_flows: dict[int, tuple] = {}
         self.p_counters: list[Snapshot] = []
         # read by the monitor's thread (single assignments are atomic)
         self.committed_seq = 0
@@ -435,7 +437,7 @@ class Writer:
             pp[t[0][0]] = t
         pf = self.p_flows
         for f in snap.flows:
-            pf[f[:7]] = f
+            pf[f[11]] = f
         self.p_counters.append(snap)
 
     # -- one transaction --
@@ -517,11 +519,9 @@ class Writer:
         for start in range(0, len(flows), ROW_CHUNK):
             f_inserts: list = []
             f_updates: list = []
-            for key, f in flows[start:start + ROW_CHUNK]:
-                iface, kind, proto, src, dst, sport, dport, packets, nbytes, first, last = f
-                fid = self.flow_ids.get(key)
-                if fid is None:
-                    fid = self.flow_ids[key] = len(self.flow_ids) + 1
+            for fid, f in flows[start:start + ROW_CHUNK]:
+                (iface, kind, proto, src, dst, sport, dport, packets, nbytes, first, last, _id,
+                 _ended) = f
                 if fid in known_flows:
                     f_updates.extend((sid, fid, packets, nbytes, last, seq))
                 else:
@@ -642,7 +642,12 @@ class Writer:
                 known.discard(pid)  # released: it will not change again
             else:
                 known.add(pid)
-        self.known_flows.update(self.flow_ids[k] for k in self.p_flows)
+        known_flows = self.known_flows
+        for fid, f in self.p_flows.items():
+            if f[12]:
+                known_flows.discard(fid)  # ended: its final state is written, it is done
+            else:
+                known_flows.add(fid)
         self.ifaces = names
         self.p_pairs = {}
         self.p_flows = {}

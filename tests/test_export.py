@@ -8,6 +8,7 @@ direction against the JSON. Everything is sent to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -231,9 +232,14 @@ def test_timed_out_pair_that_comes_back_and_closes() -> None:
     assert (out[0].start_ms, out[1].start_ms) == (905_000, 905_100)
 
 
+_FLOW_IDS = itertools.count(1)
+
+
 def flow(kind: int = K_UDP, proto: int = 17, sport: int = 5353, dport: int = 53,
          src: bytes = A, dst: bytes = B, iface: str = "lo") -> FlowView:
-    return FlowView(iface, kind, proto, src, dst, sport, dport, 0, 0, 0.0, 0.0)
+    # the exporter tracks a flow by the merger's id: each made here is a flow of its own
+    return FlowView(iface, kind, proto, src, dst, sport, dport, 0, 0, 0.0, 0.0,
+                    id=next(_FLOW_IDS))
 
 
 def fhit(f: FlowView, ts: float, size: int = 80) -> None:
