@@ -172,6 +172,17 @@ class IpfixSink:
         self.collect(out)
         self._send(out)
 
+    def pump(self) -> bool:
+        """Send what the rate allows now; True while records still wait.
+
+        The monitor calls this while it waits for the shards (every PUMP_SLICE), not only at
+        its updates: a pump sends at most a burst, so with four updates a second the export
+        could not go faster than 4 x 1024 records a second, whatever the rate, and a busy
+        link built a backlog that only the end of the run sent."""
+        if self.pacer.queued:
+            self.pacer.pump()
+        return self.pacer.queued > 0
+
     def finish(self, monitor: Any) -> None:
         self._clock(monitor)
         out: list[FlowRecord] = []

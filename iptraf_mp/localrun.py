@@ -8,6 +8,7 @@ downstream (JSON, log, store, export, console) cannot tell the difference.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from itertools import islice
 
 from shards.protocol import RunStats
@@ -42,6 +43,8 @@ class LocalRun:
         self._ts0 = 0.0
         self.on_record = None
         self.on_record_iface = None
+        # called between chunks (~20 ms of replay each): paced sinks send meanwhile
+        self.between: Callable[[], bool] | None = None
 
     def start(self) -> None:
         self._reader = open_capture(self.path)
@@ -77,6 +80,8 @@ class LocalRun:
                 finished = True
             feed_records(engine, range(n + 1, n + 1 + len(chunk)), chunk, known, late_interface)
             n += len(chunk)
+            if self.between is not None:
+                self.between()
             if len(chunk) < chunk_size:
                 finished = True
             elif speed:

@@ -49,6 +49,11 @@ class Monitor:
             self.merger.log_lines = []
         for sink in self.sinks:
             sink.attach(self)
+        # Sinks that send at a paced rate (IPFIX) have pump() -> bool (True while records
+        # wait): the run calls them while it waits, between our updates.
+        self._pumps = [sink.pump for sink in self.sinks if hasattr(sink, "pump")]
+        if self._pumps:
+            run.between = self._between
 
     def install_signals(self) -> None:
         def stop(signum, _frame):
@@ -79,6 +84,12 @@ class Monitor:
             self.flags.usr1 = False
             self.log.active(self.merger)
         return more
+
+    def _between(self) -> bool:
+        busy = False
+        for pump in self._pumps:
+            busy = pump() or busy
+        return busy
 
     def drain(self) -> None:
         for group in self.merger.take_ready():

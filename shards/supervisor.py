@@ -40,6 +40,9 @@ RING_BYTES = 16 << 20  # per (producer, shard): about 60 ms of a saturated 10 Gb
 RECORD_RING_BYTES = 32 << 20
 PR_SET_PDEATHSIG = 1
 STOP_GRACE = 30.0  # s from stop() to the last shard's final publication, at most
+# How often a paced sink (IPFIX) gets a turn while poll() waits: a pump sends at most a
+# burst of 1024 records, which the default 50,000 records/s refills in about 20 ms.
+PUMP_SLICE = 0.02
 
 
 def _die_with_parent() -> None:
@@ -109,6 +112,9 @@ class Pipeline:
         self.ended_shards = 0
         self.on_record: Callable[[int, float, bytes, int], None] | None = None
         self.on_record_iface: Callable[[int, int, str], None] | None = None
+        # Paced sinks (Monitor sets it): called while poll() waits, every PUMP_SLICE while it
+        # says records wait, so they send at their rate and not only once a refresh.
+        self.between: Callable[[], bool] | None = None
         self._rec_thread: threading.Thread | None = None
         self._closed = False
         self._started = False  # our copies of the capture handles are closed from then on
@@ -188,7 +194,7 @@ class Pipeline:
         conns = [c for i, c in enumerate(self.shard_conns) if not self.merger.final[i]]
         if not conns:
             return False
-        for conn in wait(conns, timeout):
+        for conn in self._wait(conns, timeout):
             try:
                 pub = conn.recv()
             except (EOFError, OSError):
@@ -200,6 +206,19 @@ class Pipeline:
         if self._stop_at is not None and time.monotonic() - self._stop_at > STOP_GRACE:
             self._give_up()
         return not all(self.merger.final)
+
+    def _wait(self, conns: list, timeout: float) -> list:
+        """The connections with something to read within `timeout`; while a paced sink has
+        records waiting, it is given a turn every PUMP_SLICE meanwhile."""
+        between = self.between
+        if between is None or not between():
+            return wait(conns, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            ready = wait(conns, max(0.0, min(PUMP_SLICE, left)))
+            if ready or left <= PUMP_SLICE or not between():
+                return ready
 
     def _give_up(self) -> None:
         """Asked to stop long ago and some shard still has not finished (it waits for an END

@@ -460,6 +460,104 @@ def test_pacing_bounds_bursts_and_sheds_when_the_queue_is_full() -> None:
         rx.close()
 
 
+def test_pump_between_updates_sends_at_the_rate_not_a_burst_per_update() -> None:
+    """A backlog goes out at the pacer's rate through pump(), which the monitor's run calls
+    while it waits: with only the updates (four a second) to send, 1024 records each, a
+    link making more than ~4,000 records a second fell behind for good."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    port = rx.getsockname()[1]
+    clock = [0.0]
+    sink = IpfixSink([IpfixExporter(f"127.0.0.1:{port}", odid=1)], rate=50_000.0)
+    pacer = sink.pacer
+    pacer.clock = lambda: clock[0]
+    pacer.last = 0.0
+    try:
+        sink._send(some_records(5000))  # an update: one burst goes at once
+        sent = sink.exporters[0].stats
+        assert sent.sent_records == pacer.burst == 1024
+        turns = 0
+        while sink.pump():  # the monitor's turns while it waits, 20 ms apart
+            clock[0] += 0.02
+            turns += 1
+            assert turns < 10
+        # 3976 records at 50,000/s, 1000 a turn 20 ms apart: the first turn (at once) finds
+        # the bucket empty, the fifth sends the last 976 and says so
+        assert sent.sent_records == 5000 and pacer.queued == 0
+        assert turns == 4
+        assert not sink.pump()  # nothing waits: nothing to do
+    finally:
+        sink.close()
+        rx.close()
+
+
+class _QuietRun:
+    """What Monitor needs of a run, for wiring tests."""
+
+    def __init__(self) -> None:
+        self.merger = SimpleNamespace()
+
+
+def test_monitor_gives_paced_sinks_the_run_s_waits() -> None:
+    from iptraf_mp.monitor import Monitor
+
+    calls = []
+
+    class Paced:
+        def attach(self, monitor) -> None:
+            pass
+
+        def pump(self) -> bool:
+            calls.append(1)
+            return len(calls) < 3
+
+    class Plain:
+        def attach(self, monitor) -> None:
+            pass
+
+    run = _QuietRun()
+    Monitor(run, sinks=[Plain()])
+    assert not hasattr(run, "between")  # nothing paced: the run waits as before
+    Monitor(run, sinks=[Plain(), Paced()])
+    assert run.between() and run.between() and not run.between()
+
+
+def test_pipeline_wait_gives_a_paced_sink_turns_until_its_backlog_is_out() -> None:
+    import multiprocessing as mp
+
+    from iptraf_mp.engine import Settings
+    from shards.supervisor import PUMP_SLICE, Pipeline
+
+    pipe = Pipeline([], 1, Settings())
+    quiet, _other_end = mp.Pipe(duplex=False)  # a shard with nothing to say
+    turns: list[float] = []
+    try:
+        def backlog(n: int):
+            def between() -> bool:
+                turns.append(time.monotonic())
+                return len(turns) < n
+            return between
+
+        pipe.between = backlog(5)
+        t0 = time.monotonic()
+        assert pipe._wait([quiet], 2.0) == []
+        # turns every PUMP_SLICE until the sink said it was done, then it returned: the
+        # monitor's next step waits in one piece
+        assert len(turns) == 5
+        assert time.monotonic() - t0 < 1.0
+        gaps = [b - a for a, b in itertools.pairwise(turns)]
+        assert all(g >= PUMP_SLICE * 0.5 for g in gaps[1:]), gaps
+        turns.clear()
+        pipe.between = backlog(1)  # no backlog: a single wait of the whole timeout
+        t0 = time.monotonic()
+        assert pipe._wait([quiet], 0.3) == []
+        assert len(turns) == 1 and time.monotonic() - t0 >= 0.29
+    finally:
+        quiet.close()
+        _other_end.close()
+
+
 # ---------------------------------------------------------------------------------------
 # Acceptance: the corpus into nfcapd, back out with nfdump, against our own --json
 
