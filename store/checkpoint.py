@@ -366,7 +366,9 @@ class Writer:
         # Flows with a committed row, not yet ended. A flow's id is the merger's (in order
         # of first appearance in the run); a new generation of a key is a new flow, so a
         # new row, never an update of an old generation's row with smaller counts.
-        self.known_flows: set[int] = set()
+        # The packets and bytes committed, so that a flow that ends with nothing new since
+        # (the usual end: idle for --flow-idle) costs no write at all.
+        self.known_flows: dict[int, tuple[int, int]] = {}
         self.ifaces: set[str] = set()
         self.declared_ifaces: list[str] = []  # live: the interfaces asked for, seen or not
         # merged and not yet committed
@@ -521,8 +523,11 @@ class Writer:
             f_updates: list = []
             for fid, f in flows[start:start + ROW_CHUNK]:
                 (iface, kind, proto, src, dst, sport, dport, packets, nbytes, first, last, _id,
-                 _ended) = f
-                if fid in known_flows:
+                 ended) = f
+                done = known_flows.get(fid)
+                if done is not None:
+                    if ended and done == (packets, nbytes):
+                        continue  # its row already holds its final state
                     f_updates.extend((sid, fid, packets, nbytes, last, seq))
                 else:
                     if kind == K_NON_IP:
@@ -645,9 +650,9 @@ class Writer:
         known_flows = self.known_flows
         for fid, f in self.p_flows.items():
             if f[12]:
-                known_flows.discard(fid)  # ended: its final state is written, it is done
+                known_flows.pop(fid, None)  # ended: its final state is written, it is done
             else:
-                known_flows.add(fid)
+                known_flows[fid] = (f[7], f[8])
         self.ifaces = names
         self.p_pairs = {}
         self.p_flows = {}

@@ -491,10 +491,10 @@ def test_two_generations_are_two_rows_and_samples_never_go_negative(tmp_path) ->
     h.step()  # checkpoint 1: row 1, 3 packets
     h.feed(T0 + 3.0, udp_frame(5000))
     h.step()  # 2: row 1, 4 packets
-    assert w.known_flows == {1}
+    assert w.known_flows == {1: (4, 4 * UDP_BYTES)}
     h.feed(T0 + 20.0, udp_frame(5000))  # gen 1 ends at this tick; gen 2 begins
-    h.step()  # 3: row 1's final state (no new packets: no sample); gen 2 not yet taken
-    assert w.known_flows == set()  # gen 1's final state is committed: forgotten
+    h.step()  # 3: gen 1 ended with nothing new: no write; gen 2 not yet taken
+    assert w.known_flows == {}  # gen 1's final state is committed: forgotten
     h.feed(T0 + 21.0, udp_frame(5000))
     h.step()  # 4: row 2, 2 packets (fewer than row 1's: an update would have gone negative)
     h.feed(T0 + 22.0, udp_frame(5000))
@@ -509,8 +509,12 @@ def test_two_generations_are_two_rows_and_samples_never_go_negative(tmp_path) ->
                            "ORDER BY flow_id, checkpoint").fetchall()
     assert samples == [(1, 1, 3, 3 * UDP_BYTES), (1, 2, 1, UDP_BYTES),
                        (2, 4, 2, 2 * UDP_BYTES), (2, 5, 1, UDP_BYTES)]
+    # the row of a flow that ended with nothing new was not written again: it still says
+    # the checkpoint that last changed it
+    assert conn.execute("SELECT checkpoint FROM other_flows WHERE flow_id = 1").fetchone() == (2,)
     conn.close()
-    assert w.known_flows == {2} and w.p_flows == {}
+    assert w.known_flows == {2: (3, 3 * UDP_BYTES)} and w.p_flows == {}
+
 
 
 def _run_cli(cap: Path, db: Path, *extra: str) -> int:
