@@ -13,6 +13,7 @@ import threading
 
 from . import __version__
 from .monitor import SinkError
+from .othertable import DEFAULT_FLOW_IDLE
 
 __all__ = ["SinkError", "build_parser", "main"]
 
@@ -53,10 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     eng = p.add_argument_group("engine")
     eng.add_argument("--tcp-timeout", type=float, default=15.0, metavar="MIN",
                      help="TCP idle timeout in minutes (default 15)")
-    eng.add_argument("--flow-idle", type=float, default=None, metavar="MIN",
+    eng.add_argument("--flow-idle", type=float, default=DEFAULT_FLOW_IDLE / 60.0,
+                     metavar="MIN",
                      help="a non-TCP flow (UDP, ICMP, other) ends after MIN minutes without "
-                          "packets; the next packet starts a new one (default: the TCP "
-                          "timeout)")
+                          "packets; the next packet starts a new one (default "
+                          f"{DEFAULT_FLOW_IDLE / 60.0:g})")
     eng.add_argument("--persistence", type=float, default=0.0, metavar="MIN",
                      help="flush closed/idle pairs every MIN minutes (default 0 = off)")
     eng.add_argument("--lower-lines", type=int, default=512, metavar="N",
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail("nothing to watch: give -i IFACE|all or -r FILE")
     if args.tcp_timeout <= 0:
         return fail("--tcp-timeout must be positive")
-    if args.flow_idle is not None and args.flow_idle <= 0:
+    if args.flow_idle <= 0:
         return fail("--flow-idle must be positive")
     if args.shards is not None and args.shards < 0:
         return fail("--shards must be 0 or more")
@@ -128,19 +130,14 @@ def settings_from(args: argparse.Namespace):
 
     return Settings(tcp_timeout=args.tcp_timeout * 60.0, persistence=args.persistence * 60.0,
                     lower_lines=args.lower_lines, log_events=bool(args.log),
-                    max_pairs=args.max_connections, flow_idle=flow_idle_minutes(args) * 60.0)
+                    max_pairs=args.max_connections, flow_idle=args.flow_idle * 60.0)
 
-
-def flow_idle_minutes(args: argparse.Namespace) -> float:
-    """--flow-idle, or the TCP timeout when it is not given."""
-    idle = getattr(args, "flow_idle", None)
-    return args.tcp_timeout if idle is None else idle
 
 
 def settings_comment(args: argparse.Namespace) -> str:
     """What changes results, for the recording's section header."""
     return (f"iptraf-mp {__version__}; tcp_timeout_min={args.tcp_timeout:g}; "
-            f"flow_idle_min={flow_idle_minutes(args):g}; "
+            f"flow_idle_min={args.flow_idle:g}; "
             f"persistence_min={args.persistence:g}; promisc={int(args.promisc)}; "
             f"snaplen=262144")
 

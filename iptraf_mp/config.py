@@ -17,6 +17,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .othertable import DEFAULT_FLOW_IDLE
+
 ENV_DISABLE = "IPTRAF_MP_NO_CONFIG"  # set (to anything) to ignore the default file, e.g. in tests
 
 
@@ -38,8 +40,8 @@ OPTIONS = (
     Option("kbytes", "kbytes", bool, False, help="activity mode: kB/s instead of kbit/s"),
     Option("source_mac", "mac", bool, False, help="source MAC column (M) and MAC in lines"),
     Option("tcp_timeout", "tcp_timeout", float, 15.0, 0.0, True, "TCP idle timeout, minutes"),
-    Option("flow_idle", "flow_idle", float, None, 0.0, True,
-           "non-TCP flows end after this many idle minutes (default: the TCP timeout)"),
+    Option("flow_idle", "flow_idle", float, DEFAULT_FLOW_IDLE / 60.0, 0.0, True,
+           "non-TCP flows end after this many idle minutes"),
     Option("persistence", "persistence", float, 0.0, 0.0, False,
            "flush closed/idle pairs every N minutes, 0 = off"),
     Option("refresh", "refresh", float, 0.25, 0.0, True, "seconds between screen updates"),

@@ -24,10 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def session_info(args: argparse.Namespace) -> SessionInfo:
-    from iptraf_mp.cli import flow_idle_minutes
-
     settings = {
-        "tcp_timeout_min": args.tcp_timeout, "flow_idle_min": flow_idle_minutes(args),
+        "tcp_timeout_min": args.tcp_timeout, "flow_idle_min": args.flow_idle,
         "persistence_min": args.persistence,
         "lower_lines": args.lower_lines, "promisc": bool(args.promisc),
         "shards": args.shards, "speed": args.speed, "refresh": args.refresh,

@@ -662,16 +662,17 @@ def test_many_short_flows_leave_every_table_bounded(tmp_path) -> None:
 
 # ---- 6. the option ------------------------------------------------------------------------
 
-def test_flow_idle_option_defaults_to_the_tcp_timeout(tmp_path, monkeypatch, capsys) -> None:
+def test_flow_idle_option_defaults_to_two_minutes(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("IPTRAF_MP_NO_CONFIG", "1")
     p = build_parser()
-    assert settings_from(p.parse_args(["-r", "x"])).flow_idle == 900.0
-    assert settings_from(p.parse_args(["-r", "x", "--tcp-timeout", "2"])).flow_idle == 120.0
+    assert settings_from(p.parse_args(["-r", "x"])).flow_idle == 120.0
+    # not tied to the TCP timeout
+    assert settings_from(p.parse_args(["-r", "x", "--tcp-timeout", "30"])).flow_idle == 120.0
     assert settings_from(p.parse_args(["-r", "x", "--tcp-timeout", "2",
                                        "--flow-idle", "0.5"])).flow_idle == 30.0
     conf = tmp_path / "c.toml"
     conf.write_text("flow_idle = 3\n")
     assert settings_from(p.parse_args(["-r", "x", "--config", str(conf)])).flow_idle == 180.0
-    assert Settings().flow_idle == Settings().tcp_timeout == 900.0
+    assert Settings().flow_idle == 120.0 and Settings().tcp_timeout == 900.0
     assert main(["-r", "x", "-B", "--flow-idle", "0"]) == 2
     assert "--flow-idle must be positive" in capsys.readouterr().err

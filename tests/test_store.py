@@ -384,8 +384,8 @@ def test_replay_session_is_marked_and_matches_json(tmp_path, capture):
         assert s["source"] == "replay" and s["replay_file"] == str(capture.resolve())
         settings = json.loads(s["settings"])
         assert settings["checkpoint"] == 0
-        # what changes other_flows' rows: --flow-idle, by default the TCP timeout
-        assert settings["flow_idle_min"] == settings["tcp_timeout_min"] == 15
+        # what changes other_flows' rows: --flow-idle (2 minutes unless given)
+        assert settings["flow_idle_min"] == 2 and settings["tcp_timeout_min"] == 15
         assert s["checkpoints"] > 3  # --checkpoint 0: one at every refresh
         assert [r[0] for r in c.execute("SELECT name FROM interfaces")] == ["if0"]
         # several checkpoints: a pair's counts are spread over several deltas
