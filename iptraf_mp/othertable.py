@@ -21,7 +21,8 @@ LOWER_WINDOW_LINES = 512
 # seconds. Not the TCP timeout (15 min: long-lived connections): a router's UDP is mostly
 # one-query flows, and each live flow costs about 1.7 KB across the engine, the merger, the
 # store writer and the exporter (tracemalloc, 20,000 live UDP flows), so 1,000 DNS queries
-# a second would hold ~1.5 GB for 15 minutes. Two minutes is Linux conntrack's UDP stream timeout (nf_conntrack_udp_timeout_stream).
+# a second would hold ~1.5 GB for 15 minutes. Two minutes is Linux conntrack's UDP stream
+# timeout (nf_conntrack_udp_timeout_stream).
 DEFAULT_FLOW_IDLE = 120.0
 _NEVER = float("-inf")
 _OPEN = float("inf")  # the end_tick of a flow that has not ended
