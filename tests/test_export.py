@@ -8,6 +8,7 @@ direction against the JSON. Everything is sent to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -434,17 +435,28 @@ def test_collector_down_never_stalls_and_is_counted_and_shown() -> None:
         sink.close()
 
 
-def test_pacing_bounds_bursts_and_sheds_when_the_queue_is_full() -> None:
+@contextlib.contextmanager
+def paced_sink(rate: float):
+    """An IpfixSink sending to a local socket at `rate`, its pacer on a hand-moved clock:
+    yields (sink, clock), clock[0] the time in seconds."""
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
-    port = rx.getsockname()[1]
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     clock = [0.0]
-    sink = IpfixSink([IpfixExporter(f"127.0.0.1:{port}", odid=1)], rate=10_000.0)
-    pacer = sink.pacer
-    pacer.clock = lambda: clock[0]
-    pacer.last = 0.0
-    pacer.max_queue = 4000
+    sink = IpfixSink([IpfixExporter(f"127.0.0.1:{rx.getsockname()[1]}", odid=1)], rate=rate)
+    sink.pacer.clock = lambda: clock[0]
+    sink.pacer.last = 0.0
     try:
+        yield sink, clock
+    finally:
+        sink.close()
+        rx.close()
+
+
+def test_pacing_bounds_bursts_and_sheds_when_the_queue_is_full() -> None:
+    with paced_sink(10_000.0) as (sink, clock):
+        pacer = sink.pacer
+        pacer.max_queue = 4000
         sink._send(some_records(3000))  # the bucket holds one burst: the rest waits
         assert pacer.queued == 3000 - pacer.burst
         sink._send(some_records(3000))  # does not fit the queue: shed whole
@@ -455,25 +467,14 @@ def test_pacing_bounds_bursts_and_sheds_when_the_queue_is_full() -> None:
         assert pacer.pump() == pacer.burst
         assert sink.exporters[0].stats.sent_records == 500 + 2 * pacer.burst
         assert "3000 records not queued" in sink.problems()[0]
-    finally:
-        sink.close()
-        rx.close()
 
 
 def test_pump_between_updates_sends_at_the_rate_not_a_burst_per_update() -> None:
     """A backlog goes out at the pacer's rate through pump(), which the monitor's run calls
     while it waits: with only the updates (four a second) to send, 1024 records each, a
     link making more than ~4,000 records a second fell behind for good."""
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx.bind(("127.0.0.1", 0))
-    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    port = rx.getsockname()[1]
-    clock = [0.0]
-    sink = IpfixSink([IpfixExporter(f"127.0.0.1:{port}", odid=1)], rate=50_000.0)
-    pacer = sink.pacer
-    pacer.clock = lambda: clock[0]
-    pacer.last = 0.0
-    try:
+    with paced_sink(50_000.0) as (sink, clock):
+        pacer = sink.pacer
         sink._send(some_records(5000))  # an update: one burst goes at once
         sent = sink.exporters[0].stats
         assert sent.sent_records == pacer.burst == 1024
@@ -487,9 +488,6 @@ def test_pump_between_updates_sends_at_the_rate_not_a_burst_per_update() -> None
         assert sent.sent_records == 5000 and pacer.queued == 0
         assert turns == 4
         assert not sink.pump()  # nothing waits: nothing to do
-    finally:
-        sink.close()
-        rx.close()
 
 
 class _QuietRun:
