@@ -89,12 +89,16 @@ def make_pairs(n: int) -> list[Pair]:
     return pairs
 
 
-def checkpoint_cost(n: int, tmp: Path, busy: bool = False) -> list[dict]:
-    db = tmp / f"ckpt-{n}-{time.monotonic_ns()}.db"
+def new_sink(db: Path) -> tuple[StoreSink, _Feed]:
+    """A store at `db` with a live session, and the feed its checkpoints take pairs from."""
     sid = open_session(db, SessionInfo("live", None, ["eth0"]))
     sink = StoreSink(db, sid, interval=3600.0, report=lambda m: print("  store:", m))
-    feed = _Feed()
-    sink.feed = feed
+    sink.feed = _Feed()
+    return sink, sink.feed
+
+
+def checkpoint_cost(n: int, tmp: Path, busy: bool = False) -> list[dict]:
+    sink, feed = new_sink(tmp / f"ckpt-{n}-{time.monotonic_ns()}.db")
     mon = _Monitor()
     pairs = make_pairs(n)
     spin = threading.Event()
@@ -172,11 +176,8 @@ def sqlite_floor(n: int, tmp: Path, shuffle_addresses: bool) -> dict[str, float]
     out: dict[str, float] = {}
     for name, no_samples, drop in FLOOR_VARIANTS:
         db = tmp / f"floor-{n}-{time.monotonic_ns()}.db"
-        sid = open_session(db, SessionInfo("live", None, ["eth0"]))
-        sink = StoreSink(db, sid, interval=3600.0, report=lambda m: print("  store:", m))
-        feed = _Feed()
+        sink, feed = new_sink(db)
         feed.changed = list(pairs)
-        sink.feed = feed
         sink._started = True  # the writer's thread never starts: its rows are built here
         sink.checkpoint(_Monitor())
         w = sink.writer
