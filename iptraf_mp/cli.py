@@ -133,7 +133,6 @@ def settings_from(args: argparse.Namespace):
                     max_pairs=args.max_connections, flow_idle=args.flow_idle * 60.0)
 
 
-
 def settings_comment(args: argparse.Namespace) -> str:
     """What changes results, for the recording's section header."""
     return (f"iptraf-mp {__version__}; tcp_timeout_min={args.tcp_timeout:g}; "
