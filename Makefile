@@ -4,7 +4,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := libpcap-dev tshark tcpdump tmux iptraf-ng nfdump tcpreplay iproute2 procps sqlite3
+# Every program the tests, `make run` and `make bench` run, by the package that holds it:
+# ping (iputils-ping), ip (iproute2), ps/pkill/sysctl (procps), capinfos/editcap
+# (wireshark-common), setpriv/taskset (util-linux), mount/umount (mount), callgrind (valgrind),
+# and a compiler with the Python headers for packages that build extensions.
+APT_PACKAGES := libpcap-dev tshark wireshark-common tcpdump tmux iptraf-ng nfdump tcpreplay \
+	iproute2 iputils-ping procps util-linux mount coreutils sqlite3 valgrind \
+	build-essential python3-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: all deps venv run test lint bench fuzz clean

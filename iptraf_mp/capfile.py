@@ -13,7 +13,7 @@ every complete record before it has been yielded.
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import os
 import platform
 import struct
@@ -36,6 +36,15 @@ _MAX_READ = 16 << 20
 # means the file is corrupt (or we are reading garbage after its end).
 _MAX_CAPLEN = 256 << 20
 _MAX_BLOCK = _MAX_CAPLEN + (1 << 20)
+# Timestamps every output can hold (pcapng's unsigned microseconds, IPFIX's unsigned
+# milliseconds, the log's ctime, JSON and SQLite): 1970-01-01 to the end of year 9999. A
+# pcapng interface's resolution and if_tsoffset can put a packet anywhere in +-2**64 s;
+# such a time is clamped here, where every frame comes in, so every output agrees on it.
+TS_MIN = 0.0
+TS_MAX = 253402300799.0
+# More interface blocks than this is a hostile file (one IDB is 20 bytes): iptraf-mp's
+# limit, which also keeps interface numbers apart from the pipeline's control records.
+MAX_INTERFACES = 1 << 16
 
 # --- classic pcap ---------------------------------------------------------
 # magic as it appears on disk -> (struct byte order, nanosecond timestamps)
@@ -140,29 +149,85 @@ def _packets(count: int) -> str:
     return "1 packet" if count == 1 else f"{count} packets"
 
 
+STDIN = "-"
+
+
 def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
-    """Open a pcap or pcapng file (optionally gzip-compressed) for reading.
+    """Open a pcap or pcapng file (optionally gzip-compressed) for reading; `-` is standard
+    input. Pipes, FIFOs and character devices are read as they come, as tcpdump reads them
+    (opening a FIFO waits for its writer).
 
     Raises CaptureFileError if the file is missing, unreadable, a directory,
     empty, or not a capture file.
     """
     name = os.fspath(path)
-    try:
-        # Unbuffered: we read in big chunks ourselves, a buffer would only copy.
-        raw = open(name, "rb", buffering=0)
-    except FileNotFoundError:
-        raise CaptureFileError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise CaptureFileError(f"{name}: is a directory") from None
-    except PermissionError:
-        raise CaptureFileError(f"{name}: permission denied") from None
-    except OSError as err:
-        raise CaptureFileError(f"{name}: cannot open: {_reason(err)}") from None
+    if name == STDIN:
+        # our own descriptor: closing the reader must not close the process's stdin
+        raw = open(os.dup(0), "rb", buffering=0)  # noqa: SIM115
+        name = "standard input"
+    else:
+        try:
+            # Unbuffered: we read in big chunks ourselves, a buffer would only copy.
+            raw = open(name, "rb", buffering=0)  # noqa: SIM115
+        except FileNotFoundError:
+            raise CaptureFileError(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise CaptureFileError(f"{name}: is a directory") from None
+        except PermissionError:
+            raise CaptureFileError(f"{name}: permission denied") from None
+        except OSError as err:
+            raise CaptureFileError(f"{name}: cannot open: {_reason(err)}") from None
     try:
         return CaptureReader(name, raw)
     except BaseException:
         raw.close()
         raise
+
+
+def capture_of(source: str | CaptureReader) -> CaptureReader:
+    """A reader for `source`: a path (opened here) or a reader already open (a pipe or a
+    FIFO can be opened once only, so the command line opens it and hands it on)."""
+    return source if isinstance(source, CaptureReader) else open_capture(source)
+
+
+class _Gunzip:
+    """gzip members decompressed as they are read: from a pipe as from a file, and a stream
+    cut short gives everything before the cut (GzipFile.read drops what it had decompressed
+    of a read that meets the cut). `read` raises EOFError at a cut, after the data."""
+
+    def __init__(self, raw: BinaryIO, head: bytes) -> None:
+        self._raw = raw
+        self._input = head  # compressed bytes not yet decompressed
+        self._z = zlib.decompressobj(31)
+        self._in_member = False  # a member has begun and not ended
+        self._eof = False
+
+    def read(self, n: int) -> bytes:
+        while not self._eof:
+            if not self._input:
+                self._input = self._raw.read(_CHUNK_SIZE)
+                if not self._input:
+                    self._eof = True
+                    if self._in_member:
+                        raise EOFError("compressed data ends before its end-of-stream marker")
+                    return b""
+            if not self._in_member and self._input[:2] != b"\x1f\x8b":
+                self._eof = True  # trailing bytes after the last member: ignored, as gzip does
+                return b""
+            self._in_member = True
+            # bounded output: a small input may decompress to gigabytes
+            out = self._z.decompress(self._input, max(n, _CHUNK_SIZE))
+            self._input = self._z.unconsumed_tail
+            if self._z.eof:  # this member ended; another may follow (gzip -c a b > c)
+                self._input = self._z.unused_data + self._input
+                self._z = zlib.decompressobj(31)
+                self._in_member = False
+            if out:
+                return out
+        return b""
+
+    def close(self) -> None:
+        pass
 
 
 class CaptureReader:
@@ -181,6 +246,7 @@ class CaptureReader:
         self._raw = raw
         self._file: BinaryIO = raw
         self._closed = False
+        self._read_error: CaptureFileError | None = None  # raised at the next read
         self._gen: Generator[Packet, None, None] | None = None
         self._packets: Iterator[Packet] = iter(())
         self._start()
@@ -193,13 +259,7 @@ class CaptureReader:
         if head[:2] == b"\x1f\x8b":
             # tshark and tcpdump read gzip'd captures, so we do too; the
             # chunked reader does not care where its bytes come from.
-            try:
-                self._raw.seek(0)
-            except OSError:
-                raise CaptureFileError(
-                    f"{self.path}: gzip-compressed capture on a non-seekable file"
-                ) from None
-            self._file = gzip.GzipFile(fileobj=self._raw, mode="rb")  # type: ignore[assignment]
+            self._file = _Gunzip(self._raw, head)  # type: ignore[assignment]
             head = self._read_more(b"", _PCAP_FILE_HDR_LEN, 0, 0)
             if not head:
                 raise CaptureFileError(f"{self.path}: empty file (after gzip decompression)")
@@ -262,14 +322,19 @@ class CaptureReader:
         have = len(tail)
         parts = [tail]
         read = self._file.read
+        if self._read_error is not None:
+            raise self._read_error
         while have < need:
             try:
                 chunk = read(max(_CHUNK_SIZE, min(need - have, _MAX_READ)))
-            except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-                raise CaptureFileError(
+            except (EOFError, zlib.error) as err:
+                self._read_error = CaptureFileError(
                     f"{self.path}: truncated or corrupt compressed data near byte "
                     f"{offset + have}, after {_packets(count)} ({_reason(err)})"
-                ) from None
+                )
+                if have > len(tail):
+                    break  # the records in what did decompress come first
+                raise self._read_error from None
             except OSError as err:
                 raise CaptureFileError(
                     f"{self.path}: read error near byte {offset + have}, after "
@@ -356,6 +421,8 @@ class CaptureReader:
                 except IndexError:
                     break
                 last_ts = ((hi << 32) | lo) / units + tsoff
+                if not TS_MIN <= last_ts <= TS_MAX:
+                    last_ts = _clamp_ts(last_ts)
                 start = pos + 28
                 yield (last_ts, gidx, buf[start : start + caplen], wirelen)
                 count += 1
@@ -421,7 +488,7 @@ class CaptureReader:
                         f"packet refers to undeclared interface {ifid}", base + pos, count
                     )
                 gidx, units, tsoff, _snap = table[ifid]
-                last_ts = ((hi << 32) | lo) / units + tsoff
+                last_ts = _clamp_ts(((hi << 32) | lo) / units + tsoff)
                 yield (last_ts, gidx, buf[pos + 28 : pos + 28 + caplen], wirelen)
                 count += 1
             elif btype == _SPB:
@@ -442,6 +509,10 @@ class CaptureReader:
                 yield (last_ts, gidx, buf[pos + 12 : pos + 12 + caplen], wirelen)
                 count += 1
             elif btype == _IDB:
+                if len(self.interfaces) >= MAX_INTERFACES:
+                    raise CaptureFileError(
+                        f"{self.path}: more than {MAX_INTERFACES} interfaces (block at byte "
+                        f"{base + pos}): iptraf-mp's limit; stopped after {_packets(count)}")
                 table.append(self._parse_idb(buf, pos, nxt, ng, base, count))
             elif btype == _SHB:
                 if blen < _SHB_MIN_LEN:
@@ -526,6 +597,15 @@ class CaptureReader:
         self.close()
 
 
+def _clamp_ts(ts: float) -> float:
+    """Into [TS_MIN, TS_MAX] (NaN, which no pcapng field yields, would go to TS_MIN)."""
+    if ts > TS_MAX:
+        return TS_MAX
+    if ts >= TS_MIN:
+        return ts
+    return TS_MIN
+
+
 def _raise_later(err: CaptureFileError) -> Iterator[Packet]:
     raise err
     yield  # pragma: no cover - makes this a generator
@@ -569,15 +649,32 @@ def _block(btype: int, body: bytes) -> bytes:
 
 
 class PcapngWriter:
-    """Writes a little-endian pcapng file: one section, microsecond timestamps."""
+    """Writes a little-endian pcapng file: one section, microsecond timestamps.
+
+    Blocks are buffered here and written with os.write, so the writer knows how many bytes
+    reached the file: when a write fails (a full disk, an I/O error) the file is cut back to
+    the last whole block and stays a valid pcapng of everything before, and every later call
+    raises the same CaptureFileError."""
 
     def __init__(
-        self, path: str | os.PathLike[str], comment: str = "", application: str = "iptraf-mp"
+        self, path: str | os.PathLike[str], comment: str = "", application: str = "iptraf-mp",
+        truncate: bool = True,
     ) -> None:
+        """`truncate=False`: an existing file is left as it is until `commit()` (or is
+        never touched, if `abort()` comes first): a run refused after its outputs were
+        opened must not have destroyed the file that was there."""
         self.path = os.fspath(path)
+        self.created = not os.path.exists(self.path)
+        self._committed = truncate
         self._ninterfaces = 0
+        self._buf = bytearray()
+        self._ends: list[int] = []  # where each whole block in _buf ends
+        self._written = 0  # bytes in the file, all of them whole blocks
+        self.error: CaptureFileError | None = None
         try:
-            self._file: BinaryIO | None = open(self.path, "wb", buffering=_WRITE_BUFFER)
+            self._fd: int | None = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+                | (os.O_TRUNC if truncate else 0), 0o644)
         except OSError as err:
             raise CaptureFileError(
                 f"{self.path}: cannot open for writing: {_reason(err)}"
@@ -593,13 +690,18 @@ class PcapngWriter:
         body = _W_SHB_FIELDS.pack(0x1A2B3C4D, 1, 0, -1) + _options(opts)
         self._put(_block(_SHB, body))
 
-    def _put(self, data: bytes) -> None:
-        if self._file is None:
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self._fd is None:
             raise ValueError(f"{self.path}: writer is closed")
-        try:
-            self._file.write(data)
-        except OSError as err:
-            raise CaptureFileError(f"{self.path}: write failed: {_reason(err)}") from None
+
+    def _put(self, block: bytes) -> None:
+        self._check()
+        self._buf += block
+        self._ends.append(len(self._buf))
+        if len(self._buf) >= _WRITE_BUFFER:
+            self.flush()
 
     def add_interface(self, name: str, linktype: int, snaplen: int = 262144) -> int:
         """Declare an interface (an IDB); returns the index to pass to write()."""
@@ -629,37 +731,84 @@ class PcapngWriter:
         total = _EPB_FIXED + caplen + (-caplen & 3)
         if total > 0xFFFFFFFF:
             raise ValueError(f"frame of {caplen} bytes is too large for pcapng")
-        f = self._file
-        if f is None:
-            raise ValueError(f"{self.path}: writer is closed")
-        try:
-            # Three writes into the buffered file beat concatenating the frame.
-            f.write(
-                _W_EPB_HEAD.pack(
-                    _EPB, total, ifindex, usec >> 32, usec & 0xFFFFFFFF, caplen, wirelen
-                )
-            )
-            f.write(data)
-            f.write(_W_PAD[caplen & 3] + _W_U32.pack(total))
-        except OSError as err:
-            raise CaptureFileError(f"{self.path}: write failed: {_reason(err)}") from None
+        self._check()
+        buf = self._buf
+        # Three appends beat concatenating the frame.
+        buf += _W_EPB_HEAD.pack(_EPB, total, ifindex, usec >> 32, usec & 0xFFFFFFFF, caplen,
+                                wirelen)
+        buf += data
+        buf += _W_PAD[caplen & 3] + _W_U32.pack(total)
+        self._ends.append(len(buf))
+        if len(buf) >= _WRITE_BUFFER:
+            self.flush()
+
+    def commit(self) -> None:
+        """Replace what the file held (see __init__'s `truncate`)."""
+        if not self._committed and self._fd is not None:
+            self._committed = True
+            try:
+                os.ftruncate(self._fd, 0)
+            except OSError as err:
+                raise CaptureFileError(f"{self.path}: cannot write: {_reason(err)}") from None
+
+    def abort(self) -> None:
+        """Close without writing; a file this writer created is removed."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+            if self.created and not self._committed:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
 
     def flush(self) -> None:
-        if self._file is None:
+        if self._fd is None or self.error is not None:
+            self._check()
             return
+        self.commit()
+        buf = self._buf
+        view = memoryview(buf)
+        done = 0
         try:
-            self._file.flush()
+            while done < len(buf):
+                done += os.write(self._fd, view[done:])
         except OSError as err:
-            raise CaptureFileError(f"{self.path}: write failed: {_reason(err)}") from None
+            view.release()
+            self._cut(done)
+            self.error = CaptureFileError(f"{self.path}: write failed: {_reason(err)}")
+            raise self.error from None
+        view.release()
+        self._written += done
+        self._buf = bytearray()
+        self._ends = []
+
+    def _cut(self, done: int) -> None:
+        """A write failed after `done` bytes of the buffer: keep only whole blocks."""
+        whole = 0
+        for end in self._ends:
+            if end > done:
+                break
+            whole = end
+        self._buf = bytearray()
+        self._ends = []
+        try:
+            os.ftruncate(self._fd, self._written + whole)  # type: ignore[arg-type]
+        except OSError:
+            pass  # (a file that cannot even be cut back keeps a torn last block)
+        self._written += whole
 
     def close(self) -> None:
-        f, self._file = self._file, None
-        if f is None:
+        fd = self._fd
+        if fd is None:
             return
         try:
-            f.close()
-        except OSError as err:
-            raise CaptureFileError(f"{self.path}: write failed: {_reason(err)}") from None
+            if self.error is None:
+                self.flush()
+        finally:
+            self._fd = None
+            try:
+                os.close(fd)
+            except OSError as err:
+                raise CaptureFileError(f"{self.path}: write failed: {_reason(err)}") from None
 
     def __enter__(self) -> PcapngWriter:
         return self

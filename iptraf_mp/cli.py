@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-import threading
 
 from . import __version__
 from .monitor import SinkError
@@ -148,6 +149,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     from .lines import LineOptions
     from .log import LogError, LogWriter
     from .monitor import Monitor
+    from .recorder import Recorder
 
     settings = settings_from(args)
     shards = args.shards
@@ -158,11 +160,16 @@ def run_monitor(args: argparse.Namespace) -> int:
     if args.write and shards == 0:
         shards = 1  # recording rides on the capture processes
     # Everything the operator asked for is checked before anything starts.
+    clash = output_clash(args)
+    if clash:
+        return fail(clash)
     handles = []
     names: list[str] = []
+    reader = None
     if args.read:
         try:
-            open_capture(args.read).close()
+            # opened once, here: a pipe or FIFO (`-r -` too) cannot be opened twice
+            reader = open_capture(args.read)
         except CaptureFileError as e:
             return fail(str(e))
     else:
@@ -173,6 +180,8 @@ def run_monitor(args: argparse.Namespace) -> int:
             return fail(str(e))
     opts = LineOptions(show_mac=args.mac, kbytes=args.kbytes)
     closers = []
+    mon = None
+    pending = PendingOutputs()
     try:
         json_fh = None
         if args.json:
@@ -180,24 +189,29 @@ def run_monitor(args: argparse.Namespace) -> int:
                 json_fh = sys.stdout
             else:
                 try:
-                    json_fh = open(args.json, "w")  # noqa: SIM115
+                    json_fh = pending.text(args.json)
                 except OSError as e:
                     return fail(f"cannot write {args.json}: {e.strerror}")
                 closers.append(json_fh)
         log = None
         if args.log:
+            created = not os.path.exists(args.log)
             try:
                 log = LogWriter(args.log, opts)
             except LogError as e:
                 return fail(str(e))
+            pending.appended(args.log, created)
         recorder = None
         if args.write:
             try:
-                recorder = Recorder(PcapngWriter(args.write, comment=settings_comment(args)))
+                writer = PcapngWriter(args.write, comment=settings_comment(args),
+                                      truncate=False)
             except CaptureFileError as e:
                 return fail(str(e))
+            pending.writers.append(writer)
+            recorder = Recorder(writer)
         # Made before -Z: building it imports and creates what USER might not be allowed to
-        run = make_run(args, settings, shards, names, handles)
+        run = make_run(args, settings, shards, names, handles, reader)
         if args.user:
             try:
                 drop_privileges(args.user)
@@ -212,11 +226,15 @@ def run_monitor(args: argparse.Namespace) -> int:
             if sink is not None:
                 sinks.append(sink)
                 closers.append(sink)
+        try:
+            pending.commit()
+        except (OSError, CaptureFileError) as e:
+            return fail(f"cannot write: {getattr(e, 'strerror', None) or e}")
         if recorder is not None:
             run.on_record = recorder.packet
             run.on_record_iface = recorder.interface
-        mon = Monitor(run, JsonWriter(json_fh) if json_fh else None, log, recorder,
-                      sinks=sinks, minutes=args.minutes)
+        json = JsonWriter(json_fh, label=f"--json {args.json}") if json_fh else None
+        mon = Monitor(run, json, log, recorder, sinks=sinks, minutes=args.minutes)
         mon.install_signals()
         try:
             mon.start()
@@ -239,21 +257,95 @@ def run_monitor(args: argparse.Namespace) -> int:
                   f"on full queues", file=sys.stderr)
         for msg in errors:
             print(f"iptraf-mp: {msg}", file=sys.stderr)
-        return 1 if errors else 0
+        for msg in mon.failures:
+            print(f"iptraf-mp: {msg}", file=sys.stderr)
+        return 1 if errors or mon.failures else 0
     finally:
+        pending.abort()
+        if reader is not None:
+            reader.close()
         for obj in closers:
-            obj.close()
+            try:
+                obj.close()
+            except OSError as e:
+                if mon is None or not mon.failures:  # else: the failed output's, reported
+                    print(f"iptraf-mp: closing an output failed: {e.strerror or e}",
+                          file=sys.stderr)
 
 
-def make_run(args, settings, shards: int, names: list[str], handles: list):
+class PendingOutputs:
+    """Outputs opened before the run is sure to start (as root, before -Z), that replace
+    what their files held only once it is: a run refused later (a foreign --db, say) leaves
+    every file as it found it, and removes the ones it created."""
+
+    def __init__(self) -> None:
+        self.texts: list[tuple[str, bool, object]] = []  # path, created, file or writer
+        self.writers: list = []  # PcapngWriters opened with truncate=False
+        self.done = False
+
+    def text(self, path: str):
+        created = not os.path.exists(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fh = os.fdopen(fd, "w")
+        self.texts.append((path, created, fh))
+        return fh
+
+    def appended(self, path: str, created: bool) -> None:
+        """An output that appends (the log): nothing to truncate, only to remove if new."""
+        self.texts.append((path, created, None))
+
+    def commit(self) -> None:
+        self.done = True
+        for _path, _created, fh in self.texts:
+            if fh is not None:
+                fh.truncate(0)
+        for w in self.writers:
+            w.commit()
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        for path, created, _fh in self.texts:
+            if created:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        for w in self.writers:
+            w.abort()
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def output_clash(args: argparse.Namespace) -> str | None:
+    """An output that names the input (or another output) would destroy it: refused before
+    anything is opened for writing."""
+    outputs = [(flag, path) for flag, path in (("-w", args.write), ("--json", args.json),
+                                               ("-L", args.log), ("--db", args.db))
+               if path and path != "-"]
+    if args.read and args.read != "-":
+        for flag, path in outputs:
+            if _same_file(path, args.read):
+                return f"{flag} {path} is the file being read (-r): refusing to overwrite it"
+    for i, (flag, path) in enumerate(outputs):
+        for flag2, path2 in outputs[i + 1:]:
+            if _same_file(path, path2):
+                return f"{flag} and {flag2} name the same file {path}"
+    return None
+
+
+def make_run(args, settings, shards: int, names: list[str], handles: list, reader=None):
     if args.read and shards == 0:
         from .localrun import LocalRun
 
-        return LocalRun(args.read, settings, args.refresh, args.speed)
+        return LocalRun(reader or args.read, settings, args.refresh, args.speed)
     from shards.supervisor import Pipeline, Source
 
     if args.read:
-        sources = [Source(path=args.read)]
+        sources = [Source(path=args.read, reader=reader)]
     else:
         sources = [Source(iface=n, handle=h) for n, h in zip(names, handles, strict=True)]
     speed = args.speed
@@ -261,35 +353,6 @@ def make_run(args, settings, shards: int, names: list[str], handles: list):
         speed = 1.0  # watching a recording: real time unless asked otherwise
     return Pipeline(sources, shards, settings, args.refresh, speed, record=bool(args.write),
                     promisc=args.promisc)
-
-
-class Recorder:
-    """-w: frames from every capture process into one pcapng, one interface block each."""
-
-    def __init__(self, writer) -> None:
-        self.writer = writer
-        self.index: dict[int, int] = {}  # global interface index -> pcapng interface id
-        self.lock = threading.Lock()
-
-    def interface(self, ifindex: int, linktype: int, name: str) -> None:
-        with self.lock:
-            if ifindex not in self.index:
-                self.index[ifindex] = self.writer.add_interface(name, linktype)
-
-    def packet(self, ifindex: int, ts: float, data: bytes, wirelen: int) -> None:
-        with self.lock:
-            idx = self.index.get(ifindex)
-            if idx is None:
-                idx = self.index[ifindex] = self.writer.add_interface(f"if{ifindex}", 1)
-            self.writer.write(idx, ts, data, wirelen)
-
-    def flush(self) -> None:
-        with self.lock:
-            self.writer.flush()
-
-    def close(self) -> None:
-        with self.lock:
-            self.writer.close()
 
 
 if __name__ == "__main__":

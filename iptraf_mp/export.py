@@ -198,6 +198,11 @@ class IpfixSink:
         for line in self.problems():
             print(f"iptraf-mp: {line}", file=sys.stderr)
 
+    def failed(self) -> list[str]:
+        """Nothing: export over UDP is best effort by design; what it could not send is
+        counted, shown and printed (problems()), and does not fail the run."""
+        return []
+
     def close(self) -> None:
         for exp in self.exporters:
             exp.close()

@@ -47,8 +47,10 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
     unpack = _ETH_IP4_TCP_FAST.unpack_from
     get_iface = ifaces.get
     frames = nbytes = fast = 0
-    # The packet clock in locals, written back before anything else may read it
+    # The packet clock in locals, written back before anything else may read it; the newest
+    # tick's time changes only in the general path and in `other`
     now, nxt = _clock(engine)
+    tick_time = tcp.clock
     now0 = now
     for frame_no, rec in zip(numbers, records, strict=True):
         ts, ifindex, data, wirelen = rec
@@ -61,6 +63,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
                 _set_now(engine, now)
             other(frame_no, rec)  # type: ignore[misc]
             now, nxt = _clock(engine)
+            tick_time = tcp.clock
             now0 = now
             continue
         frames += 1
@@ -76,9 +79,11 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
                     pair = live.get((name, src, sport, dst, dport))
                 else:
                     pair = live.get((name, dst, dport, src, sport))
-                # Open, and already reordered in its idle list this second. (A half-open pair
+                # Open, already reordered in its idle list this second, and not stamped before
+                # the last tick (then its activity time is the tick's). (A half-open pair
                 # needs no test: its answering side has no packets yet.)
-                if pair is not None and not pair.ended and ts < pair.lru_sec + 1:
+                if pair is not None and not pair.ended and ts < pair.lru_sec + 1 \
+                        and ts >= tick_time:
                     a = pair.a
                     if a.sport == sport and a.src == src:
                         e, o = a, pair.b
@@ -105,6 +110,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
             _set_now(engine, now)
         feed(ts, name, decode(lt, data, wirelen), frame_no)
         now, nxt = _clock(engine)
+        tick_time = tcp.clock
         now0 = now
     if now != now0:
         _set_now(engine, now)

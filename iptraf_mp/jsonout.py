@@ -55,8 +55,9 @@ def entry_line(pair: Pair, e: Entry, iface_json: str) -> str:
 class JsonWriter:
     """Writes records as they come; flushed per batch so a crash loses at most one batch."""
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], label: str = "--json") -> None:
         self.out = out
+        self.label = label  # names this output in error messages
         self._ifaces: dict[str, str] = {}  # name -> its JSON string
 
     def pairs(self, pairs: list[Pair]) -> None:

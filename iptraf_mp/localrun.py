@@ -14,7 +14,7 @@ from itertools import islice
 from shards.protocol import RunStats
 from shards.worker import make_publication, track_changes
 
-from .capfile import CaptureFileError, Packet, open_capture
+from .capfile import CaptureFileError, CaptureReader, Packet, capture_of
 from .decode import decode
 from .engine import Engine, Settings
 from .fastpath import feed_records
@@ -22,9 +22,9 @@ from .merge import Merger, settle_heap
 
 
 class LocalRun:
-    def __init__(self, path: str, settings: Settings, refresh: float = 0.25,
+    def __init__(self, source: str | CaptureReader, settings: Settings, refresh: float = 0.25,
                  speed: float | None = None, keep_lines: bool = True) -> None:
-        self.path = path
+        self.source = source
         self.settings = settings
         self.refresh = refresh
         self.speed = speed
@@ -47,7 +47,7 @@ class LocalRun:
         self.between: Callable[[], bool] | None = None
 
     def start(self) -> None:
-        self._reader = open_capture(self.path)
+        self._reader = capture_of(self.source)
         self._iter = iter(self._reader)
 
     def poll(self, timeout: float) -> bool:

@@ -22,6 +22,7 @@ class LogError(Exception):
 class LogWriter:
     def __init__(self, path: str, opts: LineOptions) -> None:
         self.path = path
+        self.label = f"-L {path}"  # names this output in error messages
         self.opts = opts
         self.fh = self._open()
 
@@ -78,3 +79,11 @@ class LogWriter:
 
     def close(self) -> None:
         self.fh.close()
+
+    def abandon(self) -> None:
+        """A write failed: close. (Closing flushes what the failed write left buffered, which
+        fails again; the file is closed all the same.)"""
+        try:
+            self.fh.close()
+        except OSError:
+            pass

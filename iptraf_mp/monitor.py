@@ -7,10 +7,17 @@ The console drives `step()` between frames; `-B` drives it in a plain loop.
 from __future__ import annotations
 
 import signal
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .jsonout import JsonWriter
+
+
+class OutputFailed(Exception):
+    """An output cannot be written any more (one line: which output, and why)."""
 
 
 class SinkError(Exception):
@@ -42,6 +49,9 @@ class Monitor:
         # finish(monitor) at the end and close().
         self.sinks = sinks or []
         self.flags = Flags()
+        # Outputs that failed and stopped, one line each (already on stderr): the other
+        # outputs and the store finish as usual, and the exit status says it
+        self.failures: list[str] = []
         self.deadline = time.monotonic() + minutes * 60 if minutes else None
         self.started = time.time()
         self._saved_signals: dict = {}
@@ -59,13 +69,16 @@ class Monitor:
         def stop(signum, _frame):
             self.flags.stop = True
             self.flags.signals.append(signum)
-            if signum == signal.SIGTERM:
+            if signum not in (signal.SIGINT, signal.SIGUSR2):
                 self.flags.clean = False
 
         def usr1(_signum, _frame):
             self.flags.usr1 = True
 
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        # SIGHUP and SIGQUIT (an ssh logout, ^\) end a run as SIGTERM does: with the summary,
+        # the final checkpoint and the session closed, never by the default's sudden death
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP,
+                    signal.SIGQUIT):
             self._saved_signals[sig] = signal.signal(sig, stop)
         self._saved_signals[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, usr1)
 
@@ -91,14 +104,42 @@ class Monitor:
             busy = pump() or busy
         return busy
 
+    def _failed(self, what: str, err: Exception) -> None:
+        msg = f"{what}: write failed: {getattr(err, 'strerror', None) or err}"
+        if isinstance(err, OutputFailed):
+            msg = str(err)
+        self.failures.append(msg)
+        print(f"iptraf-mp: {msg}; the other outputs go on", file=sys.stderr, flush=True)
+
+    def _json(self, action: Callable[[JsonWriter], None]) -> None:
+        if self.json is None:
+            return
+        try:
+            action(self.json)
+        except OSError as e:
+            self._failed(self.json.label, e)
+            self.json = None
+
+    def _log(self, action: Callable[[Any], None]) -> None:
+        if self.log is None:
+            return
+        try:
+            action(self.log)
+        except OSError as e:
+            self._failed(self.log.label, e)
+            self.log.abandon()
+            self.log = None
+
     def drain(self) -> None:
-        for group in self.merger.take_ready():
-            if self.json is not None:
-                self.json.pairs(group)
-        if self.json is not None:
-            self.json.flush()
-        if self.log is not None:
-            self.log.drain(self.merger)
+        groups = self.merger.take_ready()
+
+        def write(j: JsonWriter) -> None:
+            for group in groups:
+                j.pairs(group)
+            j.flush()
+
+        self._json(write)
+        self._log(lambda lg: lg.drain(self.merger))
         if self.recorder is not None:
             self.recorder.flush()
         for sink in self.sinks:
@@ -111,18 +152,24 @@ class Monitor:
     def finish(self) -> None:
         """After the last step: the summary, the log's last line, every sink closed."""
         self.drain()
-        if self.json is not None:
-            self.json.record(self.merger.summary().to_json())
-            self.json.flush()
+        summary = self.merger.summary().to_json()
+
+        def write(j: JsonWriter) -> None:
+            j.record(summary)
+            j.flush()
+
+        self._json(write)
         for sink in self.sinks:
             sink.finish(self)
-        if self.log is not None:
-            if self.flags.clean:
-                self.log.stopped()
-            self.log.close()
+            self.failures.extend(sink.failed())
+        if self.flags.clean:
+            self._log(lambda lg: lg.stopped())
+        self._log(lambda lg: lg.close())
         if self.recorder is not None:
             self.run.join_recorder()
             self.recorder.close()
+            self.recorder.lagged = self.run.counters().record_dropped
+            self.failures.extend(self.recorder.failed())
 
     def close(self) -> None:
         self.run.close()

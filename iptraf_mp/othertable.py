@@ -107,19 +107,25 @@ class OtherTable:
             flow = self._flow(ts, iface, d, frame_no)
         flow.packets += 1
         flow.bytes += d.iplen
-        flow.last_seen = ts
-        if ts >= flow.lru_next:
+        # Activity is never before the newest tick (a packet stamped earlier by another
+        # interface's clock is active now): else `flows` would fall out of lru_next order and
+        # the tick's scan, which stops at the first young flow, would end flows late, by how
+        # other flows in this engine happen to be placed (tcptable.py has the same rule).
+        act = ts if ts >= self.tick_time else self.tick_time
+        flow.last_seen = act
+        if act >= flow.lru_next:
             flows = self.flows
             key = flow.key
             del flows[key]
             flows[key] = flow
-            flow.lru_next = float(int(ts) + 1)
+            flow.lru_next = float(int(act) + 1)
         if self.dirty is not None:
             self.dirty.add(flow)
         if d.frag == FRAG_FIRST and d.kind == K_UDP:
             if len(self.frag_firsts) >= 8192:
                 del self.frag_firsts[next(iter(self.frag_firsts))]
-            self.frag_firsts[(d.src, d.dst, d.proto, d.ipid)] = (ts, flow.key)
+            # aged by whole seconds of activity: the expiry scan needs them in arrival order
+            self.frag_firsts[(d.src, d.dst, d.proto, d.ipid)] = (int(act), flow.key)
         if show:
             line = OtherLine(ts, iface, d)
             self.lines.append(line)
@@ -154,9 +160,10 @@ class OtherTable:
         if now > self.tick_time:
             self.tick_time = now
         firsts = self.frag_firsts
+        sec = int(now)
         while firsts:  # oldest first: stop at the first young one, without copying
             fk = next(iter(firsts))
-            if now - firsts[fk][0] < 60.0:
+            if sec - firsts[fk][0] < 60:
                 break
             del firsts[fk]
         flows = self.flows

@@ -9,7 +9,12 @@ Two things are kept apart on purpose:
   seconds so that late ACKs and retransmissions still count in it, and a timed-out one until
   it has been idle twice the timeout; then it is *retired* (handed to `retired` to be written).
   Because nothing here depends on other connections, the same capture gives the same pairs
-  whether it runs in one process or is spread over any number of shards.
+  whether it runs in one process or is spread over any number of shards. That holds only if
+  every idle list is in the order of the key its scan compares (the scan stops at the first
+  pair that is not due, so a pair out of order waits for whoever is ahead of it, and who is
+  ahead depends on which connections share the engine): so each list has one key, only ever
+  appended in increasing order, and a packet's activity time is never before the last tick
+  (a packet stamped earlier, from another interface's clock, counts as active at the tick).
 - the screen order (`SlotList`), where a new pair takes the row of the oldest closed pair
   (rule 8) and F flushes closed rows (rule 9). A pair can leave the screen before it retires.
 """
@@ -80,6 +85,14 @@ class Pair:
     retired: bool = False
     ended: bool = False  # by FIN, RST or ICMP: only a SYN starts a new pair on its ports
     halfopen: bool = False  # created by a SYN that nothing has answered yet
+
+
+def _age_sec(ts: float, clock: float) -> int:
+    """The clock second a table entry made now is aged from. Entries join such tables in
+    arrival order and the expiry scan stops at the first young one, so their ages must be
+    in that order: whole seconds of activity time (never before the last tick `clock`),
+    not the packets' own stamps, which step back when interfaces' clocks interleave."""
+    return int(ts if ts >= clock else clock)
 
 
 def conn_key(iface: str, src: bytes, sport: int, dst: bytes, dport: int) -> tuple:
@@ -185,15 +198,18 @@ class TcpTable:
     pairs: dict[int, Pair] = field(default_factory=dict)  # every pair not yet retired
     # conn_key -> the latest pair on those addresses and ports, until it retires
     live: dict[tuple, Pair] = field(default_factory=dict)
-    # idle lists, least recently active first (reordered at most once per clock second)
+    # Idle lists, each in increasing order of its pairs' lru_sec (reordered at most once per
+    # clock second). Pairs that time out carry the second of their last packet, older than
+    # that of a timed-out pair that has had a packet since: two lists, each in order.
     open_lru: dict[int, Pair] = field(default_factory=dict)  # open: for the timeout
     ended_lru: dict[int, Pair] = field(default_factory=dict)  # ended: for the linger
-    stale_lru: dict[int, Pair] = field(default_factory=dict)  # timed out: for retirement
+    stale_lru: dict[int, Pair] = field(default_factory=dict)  # timed out, idle since
+    stale_seen_lru: dict[int, Pair] = field(default_factory=dict)  # timed out, packets since
     retired: list[Pair] = field(default_factory=list)  # left the engine; the caller drains it
     events: list[TcpEvent] = field(default_factory=list)
     frags: dict[tuple, tuple] = field(default_factory=dict)  # (src, dst, proto, id) -> pair, entry
     frag_pending: dict[tuple, list] = field(default_factory=dict)  # before the first fragment
-    frag_seen: dict[tuple, float] = field(default_factory=dict)
+    frag_seen: dict[tuple, int] = field(default_factory=dict)  # -> second, by _age_sec
     created: int = 0
     macs: dict[bytes, bytes] = field(default_factory=dict)
     # Floods: at most max_pairs pairs; then the oldest ended, then timed-out ones are evicted,
@@ -204,6 +220,10 @@ class TcpTable:
     # The seed's SYN-flood sign: pairs still at a lone SYN (S---, no answer), per destination.
     halfopen: dict[tuple, int] = field(default_factory=dict)
     dirty: set[int] | None = None  # ids of pairs changed since the last publication, if wanted
+    # Packet time of the newest tick: every engine of a run (shards included) sees the same
+    # ticks, but not the same packets, so activity is measured against this, never against
+    # an engine's own newest packet.
+    clock: float = float("-inf")
 
     @property
     def slots(self) -> list[Pair]:
@@ -223,6 +243,7 @@ class TcpTable:
             key = (iface, src, sport, dst, dport)
         else:
             key = (iface, dst, dport, src, sport)
+        act = ts if ts >= self.clock else self.clock  # see the module docstring
         pair = self.live.get(key)
         if pair is None or (pair.ended and flags & TH_SYN):
             # rule 2: only a SYN or data creates a pair; a RST never does
@@ -233,7 +254,7 @@ class TcpTable:
             if len(self.pairs) >= self.max_pairs and not self._make_room():
                 self.untracked += 1
                 return False
-            pair = self._create(ts, iface, d, pair_id, key)
+            pair = self._create(ts, act, iface, d, pair_id, key)
         a = pair.a
         # a's source is this packet's source, unless both ends are the same socket address
         if a.sport == sport and a.src == src:
@@ -259,16 +280,23 @@ class TcpTable:
         e.flags = flags
         e.flags_seen |= flags
         e.last_seen = ts
-        pair.last_seen = ts
+        pair.last_seen = act
         if self.dirty is not None:
             self.dirty.add(pair.id)
         if frag == FRAG_FIRST:
             self._first_fragment(ts, d, pair, e)
-        sec = int(ts)
+        sec = int(act)
         if sec > pair.lru_sec:
-            lru = (self.ended_lru if pair.ended else self.stale_lru if pair.timed_out
-                   else self.open_lru)
-            del lru[pair.id]
+            if pair.ended:
+                lru = self.ended_lru
+                del lru[pair.id]
+            elif pair.timed_out:
+                if self.stale_lru.pop(pair.id, None) is None:
+                    del self.stale_seen_lru[pair.id]
+                lru = self.stale_seen_lru
+            else:
+                lru = self.open_lru
+                del lru[pair.id]
             lru[pair.id] = pair
             pair.lru_sec = sec
         if pair.ended:
@@ -294,19 +322,20 @@ class TcpTable:
                 self._event("fin", ts, pair, e, o, size)
             if o.packets == 0:
                 # one-sided: the peer was never seen, nothing will acknowledge this FIN here
-                self._end(pair, END_FIN)
+                self._end(pair, END_FIN, pair.lru_sec)
         if flags & TH_RST:
             e.reset = True
             if self.log_events:
                 self._event("reset", ts, pair, e, o, size)
-            self._end(pair, END_RESET)
+            self._end(pair, END_RESET, pair.lru_sec)
         elif e.finsent == 2 and o.finsent == 2:
-            self._end(pair, END_FIN)
+            self._end(pair, END_FIN, pair.lru_sec)
 
-    def _create(self, ts: float, iface: str, d: Decoded, pair_id: int, key: tuple) -> Pair:
+    def _create(self, ts: float, act: float, iface: str, d: Decoded, pair_id: int,
+                key: tuple) -> Pair:
         a = Entry(d.src, d.sport, d.dst, d.dport)
         b = Entry(d.dst, d.dport, d.src, d.sport)
-        pair = Pair(pair_id, iface, a, b, not d.flags & TH_SYN, ts, ts, lru_sec=int(ts))
+        pair = Pair(pair_id, iface, a, b, not d.flags & TH_SYN, ts, act, lru_sec=int(act))
         if self.display is not None:
             self.display.add(pair)
         self.pairs[pair_id] = pair
@@ -319,13 +348,21 @@ class TcpTable:
         self.created += 1
         return pair
 
-    def _end(self, pair: Pair, end: str) -> None:
-        """The connection ended (FIN, RST, ICMP): its row becomes reusable (rule 8)."""
+    def _end(self, pair: Pair, end: str, sec: int) -> None:
+        """The connection ended (FIN, RST, ICMP) in clock second `sec`: its row becomes
+        reusable (rule 8), and it lingers CLOSED_LINGER from then (an ICMP error ends a pair
+        later than its last packet: from that, it would join ended_lru out of order)."""
         if pair.ended:
             return
         if pair.halfopen:
             self._answered(pair)
-        (self.stale_lru if pair.timed_out else self.open_lru).pop(pair.id, None)
+        if pair.timed_out:
+            if self.stale_lru.pop(pair.id, None) is None:
+                del self.stale_seen_lru[pair.id]
+        else:
+            del self.open_lru[pair.id]
+        if sec > pair.lru_sec:
+            pair.lru_sec = sec
         pair.end = end
         pair.ended = True
         pair.closed = True
@@ -346,7 +383,7 @@ class TcpTable:
         key = conn_key(pair.iface, a.src, a.sport, a.dst, a.dport)
         if self.live.get(key) is pair:
             del self.live[key]
-        for lru in (self.open_lru, self.ended_lru, self.stale_lru):
+        for lru in (self.open_lru, self.ended_lru, self.stale_lru, self.stale_seen_lru):
             lru.pop(pair.id, None)
         del self.pairs[pair.id]
         self.retired.append(pair)
@@ -362,7 +399,7 @@ class TcpTable:
 
     def _make_room(self) -> bool:
         """The table is full: evict the oldest ended pair, else the oldest timed-out one."""
-        for lru in (self.ended_lru, self.stale_lru):
+        for lru in (self.ended_lru, self.stale_lru, self.stale_seen_lru):
             if lru:
                 self._retire(lru[next(iter(lru))])
                 self.evicted += 1
@@ -378,7 +415,7 @@ class TcpTable:
         if pair is None or pair.ended:
             return False
         pair.a.reset = pair.b.reset = True
-        self._end(pair, END_ICMP)
+        self._end(pair, END_ICMP, int(ts if ts >= self.clock else self.clock))
         return True
 
     # ---- fragments (rule 4) --------------------------------------------------------------
@@ -390,7 +427,7 @@ class TcpTable:
             del self.frags[old]
             self.frag_seen.pop(old, None)
         self.frags[fk] = (pair, e)
-        self.frag_seen[fk] = ts
+        self.frag_seen[fk] = _age_sec(ts, self.clock)
         pend = self.frag_pending.pop(fk, None)
         if pend:
             # iptraf-ng: fragments that came before the first one add their bytes only
@@ -400,10 +437,7 @@ class TcpTable:
         fk = (d.src, d.dst, d.proto, d.ipid)
         found = self.frags.get(fk)
         if found is None:
-            if len(self.frag_pending) >= FRAG_TABLE_MAX:
-                del self.frag_pending[next(iter(self.frag_pending))]
-            pend = self.frag_pending.setdefault(fk, [0, ts])
-            pend[0] += d.iplen
+            self.note_fragment(fk, d.iplen, ts)
             return False
         pair, e = found
         if pair.retired:
@@ -415,19 +449,28 @@ class TcpTable:
             self.dirty.add(pair.id)
         return True
 
+    def note_fragment(self, fk: tuple, iplen: int, ts: float) -> None:
+        """A later fragment with no first fragment yet: its bytes wait for the first one."""
+        if len(self.frag_pending) >= FRAG_TABLE_MAX:
+            del self.frag_pending[next(iter(self.frag_pending))]
+        pend = self.frag_pending.setdefault(fk, [0, _age_sec(ts, self.clock)])
+        pend[0] += iplen
+
     def _expire_fragments(self, now: float) -> None:
-        # oldest first (insertion order): stop at the first young one, without copying
+        # oldest first (insertion order, which is the order of their seconds): stop at the
+        # first young one, without copying
+        sec = int(now)
         seen = self.frag_seen
         while seen:
             fk = next(iter(seen))
-            if now - seen[fk] < FRAG_MAX_AGE:
+            if sec - seen[fk] < FRAG_MAX_AGE:
                 break
             del seen[fk]
             self.frags.pop(fk, None)
         pending = self.frag_pending
         while pending:
             fk = next(iter(pending))
-            if now - pending[fk][1] < FRAG_MAX_AGE:
+            if sec - pending[fk][1] < FRAG_MAX_AGE:
                 break
             del pending[fk]
 
@@ -437,6 +480,8 @@ class TcpTable:
         """At each new second of the packet clock: idle pairs time out (rule 7), ended pairs
         stop lingering, long-dead ones retire. Only packet times are compared, so the outcome
         does not depend on when or where the checks run."""
+        if now > self.clock:
+            self.clock = now
         sec = int(now)
         lru = self.open_lru
         expired = []
@@ -460,7 +505,8 @@ class TcpTable:
                 self.display.mark_closed(pair)
             if self.log_events:
                 self._event("timeout", now, pair, pair.a, pair.b, 0)
-        for lru, idle in ((self.ended_lru, CLOSED_LINGER), (self.stale_lru, 2 * self.timeout)):
+        for lru, idle in ((self.ended_lru, CLOSED_LINGER), (self.stale_lru, 2 * self.timeout),
+                          (self.stale_seen_lru, 2 * self.timeout)):
             while lru:
                 pair = lru[next(iter(lru))]
                 if sec - pair.lru_sec < idle:
@@ -472,7 +518,7 @@ class TcpTable:
         """Rule 9: drop every closed, reset and timed-out pair, on screen or lingering; they
         stop counting. Returns how many rows left the screen."""
         rows = len(self.display.flush()) if self.display is not None else 0
-        for lru in (self.ended_lru, self.stale_lru):
+        for lru in (self.ended_lru, self.stale_lru, self.stale_seen_lru):
             for pair in list(lru.values()):
                 self._retire(pair)
         return rows

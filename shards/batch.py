@@ -6,7 +6,7 @@ in batches: one ``bytes`` object per batch, built incrementally on the capture s
 Layout (all little-endian, no alignment padding)::
 
     batch   := MAGIC(4) count:u32 record*
-    record  := frame_no:u64 ts:f64 wirelen:u32 ifindex:u16 caplen:u32 data[caplen]
+    record  := frame_no:u64 ts:f64 wirelen:u32 ifindex:u32 caplen:u32 data[caplen]
 
 ``caplen`` is 32 bits because snap lengths (262144 in libpcap) and GRO/GSO super-frames exceed
 64 KiB. The count in the header lets the decoder reject a truncated or padded batch instead of
@@ -32,7 +32,7 @@ __all__ = [
 
 MAGIC = b"IPB1"
 BATCH_HEADER = struct.Struct("<4sI")
-PACKET_HEADER = struct.Struct("<QdIHI")
+PACKET_HEADER = struct.Struct("<QdIII")
 
 Packet = tuple[int, float, int, int, bytes]
 

@@ -10,10 +10,13 @@ the shard will decode.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from zlib import crc32
 
 from iptraf_mp.decode import decode
 from iptraf_mp.model import FRAG_FIRST, FRAG_LATER, K_ICMP, K_NON_IP, K_TCP, K_UDP
+
+from .protocol import CTL_FRAG_FIRST, CTL_FRAG_PENDING, frag_key_record
 
 _PORTS = struct.Struct("!HH")
 # Ethernet II, IPv4: ethertype, version+IHL, flags+fragment offset, protocol, addresses and
@@ -32,12 +35,27 @@ def endpoint_hash(ifindex: int, a: bytes, ap: int, b: bytes, bp: int) -> int:
     return crc32(eb, crc32(ea, ifindex))
 
 
+@dataclass(slots=True)
+class Note:
+    """What the other shards must be told beside a frame (see protocol.CTL_FRAG_PENDING)."""
+
+    kind: int  # CTL_FRAG_PENDING or CTL_FRAG_FIRST
+    key: bytes  # protocol.frag_key_record
+    iplen: int
+
+
 class ShardPicker:
-    """Per capture process: picks shards, remembering first fragments for their followers."""
+    """Per capture process: picks shards, remembering first fragments for their followers.
+
+    `pick` returns the shard, or -1 - shard when the other shards must be told something
+    beside the frame (then `note` says what): a TCP fragment that came before its first
+    fragment, or the first fragment that such fragments were waiting for."""
 
     def __init__(self, nshards: int) -> None:
         self.n = nshards
         self.frags: dict[tuple, int] = {}  # (src, dst, proto, id) -> shard of the first fragment
+        self.waiting: dict[tuple, None] = {}  # TCP fragments' keys seen before their first
+        self.note: Note | None = None
 
     def pick(self, linktype: int, data: bytes, wirelen: int, ifindex: int) -> int:
         n = self.n
@@ -94,7 +112,12 @@ class ShardPicker:
             if s is not None:
                 return s
             # before its first fragment: no ports to go by; the addresses still pick one shard
-            return endpoint_hash(ifindex, d.src, 0, d.dst, 0) % n
+            s = endpoint_hash(ifindex, d.src, 0, d.dst, 0) % n
+            if d.kind != K_TCP:
+                return s
+            _bounded_put(self.waiting, fk, None)
+            self.note = Note(CTL_FRAG_PENDING, frag_key_record(*fk), d.iplen)
+            return -1 - s
         if d.kind in (K_TCP, K_UDP):
             s = endpoint_hash(ifindex, d.src, d.sport, d.dst, d.dport) % n
         elif d.kind == K_ICMP and d.info is not None and d.info[2] is not None:
@@ -103,7 +126,16 @@ class ShardPicker:
         else:
             s = endpoint_hash(ifindex, d.src, 0, d.dst, 0) % n
         if d.frag == FRAG_FIRST:
-            if len(self.frags) >= FRAG_MAP_MAX:
-                del self.frags[next(iter(self.frags))]
-            self.frags[fk] = s
+            _bounded_put(self.frags, fk, s)
+            if self.waiting.pop(fk, 0) is None:
+                self.note = Note(CTL_FRAG_FIRST, frag_key_record(*fk), 0)
+                return -1 - s
         return s
+
+
+def _bounded_put(table: dict, key: tuple, value: object) -> None:
+    """At most FRAG_MAP_MAX keys, the oldest forgotten first (more than any engine keeps:
+    a note about a fragment an engine has forgotten costs nothing)."""
+    if len(table) >= FRAG_MAP_MAX and key not in table:
+        del table[next(iter(table))]
+    table[key] = value

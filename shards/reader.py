@@ -13,6 +13,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from iptraf_mp.capfile import CaptureReader
 from iptraf_mp.engine import PacketClock
 
 from .batch import BatchBuilder, carried
@@ -33,7 +34,15 @@ ST_WAITS = 5  # a file reader waited for room (replay never drops)
 ST_DONE = 6
 ST_ERROR = 7  # 1 when the producer ended on an error (message on the error pipe)
 ST_KERNEL_RECV = 8
-NSTATS = 9
+ST_REC_DROPPED = 9  # live: frames left out of the recording (-w) because its writer lagged
+NSTATS = 10
+# The recording's batches: sent when either is reached, so none ever exceeds what a ring
+# record can hold, however long the replay or the stall of the capture process.
+RECORD_BATCH_PACKETS = 512
+RECORD_BATCH_BYTES = 1 << 20
+# A frame is recorded up to this many bytes, the snap length of the recording's interfaces
+# (and libpcap's largest): a capture file may hold frames of up to 256 MiB.
+RECORD_SNAPLEN = 262144
 
 
 @dataclass(slots=True)
@@ -80,6 +89,14 @@ class Producer:
         for b in self.builders:
             b.append(0, ts, 0, ctl, b"")
 
+    def tell_others(self, s: int, ts: float) -> int:
+        """The picker chose shard `s` with a note for every other shard (hashing.Note)."""
+        note = self.picker.note
+        for i, b in enumerate(self.builders):
+            if i != s:
+                b.append(0, ts, note.iplen, note.kind, note.key)
+        return s
+
     def check_control(self) -> None:
         """The supervisor asked for a flush (F key) or for interfaces to be announced again
         (a restarted shard knows none)."""
@@ -114,12 +131,28 @@ class Producer:
     def send_all(self, wait: bool) -> None:
         for s in range(len(self.builders)):
             self.send(s, wait)
+        self.send_record(wait)
+
+    def record_frame(self, n: int, ts: float, wirelen: int, ifindex: int, data: bytes,
+                     wait: bool) -> None:
         rb = self.rec_builder
-        if rb is not None and len(rb):
-            payload = rb.take()
-            # the recording is the operator's evidence: wait for the writer rather than lose it
-            while not self.record.put(payload):
-                time.sleep(0.0005)
+        if rb.append(n, ts, wirelen, ifindex, data[:RECORD_SNAPLEN]) >= RECORD_BATCH_PACKETS \
+                or rb.nbytes >= RECORD_BATCH_BYTES:
+            self.send_record(wait)
+
+    def send_record(self, wait: bool) -> None:
+        """A replay waits for the recorder (nothing is lost by waiting); a live capture never
+        does: a recording batch the ring has no room for is left out and counted."""
+        rb = self.rec_builder
+        if rb is None or not len(rb):
+            return
+        count = len(rb)
+        payload = rb.take()
+        while not self.record.put(payload):
+            if not wait:
+                self.stats[ST_REC_DROPPED] += count
+                return
+            time.sleep(0.0005)
 
     def finish(self) -> None:
         """Tell every shard (and the recorder) that this producer is done. Waits for room:
@@ -130,11 +163,12 @@ class Producer:
         self.send_all(wait=True)
 
 
-def run_file_reader(cfg: ProducerConfig, path: str, rings: list[Ring], stats, flush_gen,
-                    errors, stop, record: Ring | None = None) -> None:
-    """Replay: one reader process for the whole file; never drops (it waits for room)."""
+def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: list[Ring],
+                    stats, flush_gen, errors, stop, record: Ring | None = None) -> None:
+    """Replay: one reader process for the whole file (a path, or a reader the supervisor
+    opened before forking us); never drops (it waits for room)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from iptraf_mp.capfile import CaptureFileError, open_capture
+    from iptraf_mp.capfile import CaptureFileError, capture_of
 
     prod = Producer(cfg, rings, stats, flush_gen, record)
     builders = prod.builders
@@ -146,7 +180,7 @@ def run_file_reader(cfg: ProducerConfig, path: str, rings: list[Ring], stats, fl
     nbytes = 0
     wall0 = ts0 = None
     try:
-        reader = open_capture(path)
+        reader = capture_of(source)
     except CaptureFileError as e:
         errors.send(str(e))
         stats[ST_ERROR] = 1
@@ -187,9 +221,11 @@ def run_file_reader(cfg: ProducerConfig, path: str, rings: list[Ring], stats, fl
                         break
             lt = ifaces[ifidx].linktype
             s = pick(lt, data, wirelen, ifidx) if nshards > 1 else 0
+            if s < 0:
+                s = prod.tell_others(-1 - s, ts)
             b = builders[s]
             if rec is not None:
-                rec.append(n, ts, wirelen, ifidx, data)
+                prod.record_frame(n, ts, wirelen, ifidx, data, wait=True)
             if b.append(n, ts, wirelen, ifidx, carried(lt, data, wirelen)) >= BATCH_PACKETS \
                     or b.nbytes >= BATCH_BYTES:
                 prod.send(s, wait=True)
@@ -262,9 +298,11 @@ def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush
                     if advance(ts):
                         prod.broadcast(CTL_TICK, ts)
                     s = pick(linktype, data, wirelen, ifindex) if nshards > 1 else 0
+                    if s < 0:
+                        s = prod.tell_others(-1 - s, ts)
                     b = builders[s]
                     if rec is not None:
-                        rec.append(n, ts, wirelen, ifindex, data)
+                        prod.record_frame(n, ts, wirelen, ifindex, data, wait=False)
                     if b.append((n << id_shift) | id_index, ts, wirelen, ifindex,
                                 carried(linktype, data, wirelen)) >= BATCH_PACKETS \
                             or b.nbytes >= BATCH_BYTES:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 
+from iptraf_mp.capfile import CaptureReader
 from iptraf_mp.engine import Settings
 from iptraf_mp.merge import Merger, settle_heap
 
@@ -28,6 +29,7 @@ from .reader import (
     ST_KERNEL_DROPS,
     ST_QUEUE_DROPPED_PACKETS,
     ST_QUEUE_DROPS,
+    ST_REC_DROPPED,
     ProducerConfig,
     run_file_reader,
     run_live_reader,
@@ -54,6 +56,14 @@ def _die_with_parent() -> None:
         pass
 
 
+def _terminal_signals_to_the_supervisor() -> None:
+    """A terminal's ^C, ^\\ and hangup reach the whole foreground process group: only the
+    supervisor decides what they do (it stops the children in order, after their last
+    batches and publications)."""
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _close_handles(handles: list) -> None:
     """A forked child holds copies of every capture socket; the ones it does not read
     would otherwise stay open (and in promiscuous mode) as long as it lives."""
@@ -66,12 +76,14 @@ def _close_handles(handles: list) -> None:
 
 def _shard_entry(cfg, rings, conn, foreign):
     _die_with_parent()
+    _terminal_signals_to_the_supervisor()
     _close_handles(foreign)
     run_shard(cfg, rings, conn)
 
 
 def _reader_entry(foreign, target, *args):
     _die_with_parent()
+    _terminal_signals_to_the_supervisor()
     _close_handles(foreign)
     target(*args)
 
@@ -83,6 +95,8 @@ class Source:
     path: str | None = None
     iface: str | None = None
     handle: object = None  # live: a pypcap handle opened before privileges were dropped
+    # replay: the file already open (a pipe can be opened once only); else path is opened
+    reader: CaptureReader | None = None
 
 
 class Pipeline:
@@ -150,8 +164,8 @@ class Pipeline:
                                  promisc=self.promisc, producers=nprod)
             rings = self.rings[p]
             if src.path is not None:
-                args = (run_file_reader, cfg, src.path, rings, stats, self.flush_gen, tx,
-                        self.stop_event, rec)
+                args = (run_file_reader, cfg, src.reader or src.path, rings, stats,
+                        self.flush_gen, tx, self.stop_event, rec)
             else:
                 args = (run_live_reader, cfg, src.handle, rings, stats, self.flush_gen, tx,
                         self.stop_event, rec)
@@ -161,8 +175,12 @@ class Pipeline:
             proc.start()
             tx.close()
             self.prod_procs.append(proc)
-        # the children have their own copies; ours would only hold the sockets open
+        # the children have their own copies; ours would only hold the sockets open (and a
+        # capture file: the reader's child alone reads it)
         _close_handles([src.handle for src in self.sources if src.handle is not None])
+        for src in self.sources:
+            if src.reader is not None:
+                src.reader.close()
         self._started = True
         if self.want_record:
             self._rec_thread = threading.Thread(target=self._record_loop, daemon=True,
@@ -303,6 +321,7 @@ class Pipeline:
         st.queue_drops = sum(s[ST_QUEUE_DROPS] for s in self.prod_stats)
         st.queue_dropped_packets = sum(s[ST_QUEUE_DROPPED_PACKETS] for s in self.prod_stats)
         st.lost_pairs = self.merger.lost_pairs
+        st.record_dropped = sum(s[ST_REC_DROPPED] for s in self.prod_stats)
         return st
 
     def request_flush(self) -> None:

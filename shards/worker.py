@@ -25,12 +25,15 @@ from .batch import split_batch
 from .protocol import (
     CTL_END,
     CTL_FLUSH,
+    CTL_FRAG_FIRST,
+    CTL_FRAG_PENDING,
     CTL_IFACE,
     CTL_TICK,
     MAX_IFACES,
     Publication,
     flow_tuples,
     pair_tuple,
+    parse_frag_key,
     parse_iface_record,
     summary_tuple,
 )
@@ -107,6 +110,12 @@ class Shard:
             self.ended += 1
         elif ifindex == CTL_FLUSH:
             engine.flush()
+        elif ifindex == CTL_FRAG_PENDING:
+            fk = parse_frag_key(data)
+            if fk not in engine.tcp.frags:
+                engine.tcp.note_fragment(fk, wirelen, ts)
+        elif ifindex == CTL_FRAG_FIRST:
+            engine.tcp.frag_pending.pop(parse_frag_key(data), None)
 
     def publish(self, final: bool = False) -> None:
         pub = make_publication(self.engine, self.cfg.index, self.seq, self.decoded, final)

@@ -772,6 +772,12 @@ class StoreSink:
             self.report(f"flow store: {self.pending} checkpoints could not be written to "
                         f"{self.path} ({w.error}); the session stays marked unclean")
 
+    def failed(self) -> list[str]:
+        """Checkpoints lost (reported as they failed): the exit status says so."""
+        if self._finished:
+            return []
+        return [f"flow store {self.path}: {self.pending} checkpoints not written"]
+
     def close(self) -> None:
         self.writer.stop()
 

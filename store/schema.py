@@ -137,7 +137,12 @@ def check_columns(conn: sqlite3.Connection) -> None:
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema to SCHEMA_VERSION and check its columns (check_columns); returns
-    the version found before."""
+    the version found before. A database that is not a store is refused before anything
+    in it changes (switching to WAL mode alone rewrites its header)."""
+    if schema_version(conn) == 0 and conn.execute(
+            "SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise SchemaError("not an iptraf-mp flow store (it has tables of its own and no "
+                          "iptraf-mp schema version): left as it is")
     enable_wal(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:

@@ -1,0 +1,97 @@
+"""One answer for every shard count: the --json of a replay (records and their order) is
+byte-identical for --shards 0, 1, 2 and 4.
+
+What could make it differ is anything an engine decides from what *other* connections did:
+which packets its clock saw, or where a connection stands in an idle list whose scan stops
+at the first entry not yet due. The generated streams aim at exactly that (tests/helpers/
+streams.py). Thousands of streams go through the in-process pipeline (the real capture-loop,
+shard and merger code, publishing at random moments); fewer through the real processes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from iptraf_mp.engine import Settings
+
+from .conftest import CORPUS, FIXTURES, corpus_files
+from .helpers.inprocess import local_json, sharded_json
+from .helpers.streams import FLOW_IDLE, TIMEOUT, seed_frames, stream
+
+SEEDS = seed_frames([CORPUS / "malformed", FIXTURES])
+SETTINGS = Settings(tcp_timeout=TIMEOUT, flow_idle=FLOW_IDLE)
+# every example's stream and shard count, counted for the closing figures
+EXAMPLES = {"streams": 0}
+
+
+def first_difference(a: str, b: str) -> str:
+    la, lb = a.splitlines(), b.splitlines()
+    for i, (x, y) in enumerate(zip(la, lb, strict=False)):
+        if x != y:
+            return f"line {i + 1}:\n  0 shards: {x}\n  sharded:  {y}"
+    return f"{len(la)} lines against {len(lb)}"
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1),
+       frames=st.integers(min_value=20, max_value=2000),
+       mutated=st.sampled_from((0.0, 0.1, 0.3)),
+       back=st.sampled_from((0.0, 0.05, 0.2)),
+       gaps=st.sampled_from((0.01, 0.03, 0.1)),
+       publish=st.integers(min_value=1, max_value=20))
+def test_generated_streams_same_json_for_any_shard_count(tmp_path_factory, seed, frames,
+                                                         mutated, back, gaps, publish):
+    path = stream(seed, frames, SEEDS, tmp_path_factory.mktemp("s") / "s.pcapng",
+                  mutated=mutated, back=back, gaps=gaps)
+    one = local_json(str(path), SETTINGS)
+    for n in (1, 2, 4):
+        got = sharded_json(str(path), n, SETTINGS, seed=seed + n, publish_every=publish)
+        assert got == one, f"{n} shards, stream seed {seed}: {first_difference(one, got)}"
+    EXAMPLES["streams"] += 1
+
+
+def test_long_generated_stream_same_json_for_any_shard_count(tmp_path):
+    path = stream(7, 30_000, SEEDS, tmp_path / "long.pcapng", mutated=0.3, back=0.05)
+    one = local_json(str(path), SETTINGS)
+    assert one.count("\n") > 2000  # the stream makes many connections, not a trivial case
+    for n in (2, 4):
+        got = sharded_json(str(path), n, SETTINGS, seed=n)
+        assert got == one, first_difference(one, got)
+
+
+def cli_json(path: Path, out: Path, shards: int) -> bytes:
+    subprocess.run([sys.executable, "-m", "iptraf_mp.cli", "-r", str(path), "-B", "--json",
+                    str(out), "--no-db", "--shards", str(shards)], check=True, timeout=300,
+                   capture_output=True)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_real_processes_same_json_for_any_shard_count(tmp_path, seed):
+    path = stream(seed, 8000, SEEDS, tmp_path / "s.pcapng", mutated=0.3, back=0.05)
+    one = cli_json(path, tmp_path / "0.jsonl", 0)
+    for n in (1, 2, 4):
+        got = cli_json(path, tmp_path / f"{n}.jsonl", n)
+        assert got == one, f"{n} shards: {first_difference(one.decode(), got.decode())}"
+
+
+def replayable() -> list[Path]:
+    out = sorted(FIXTURES.glob("*.pcap*"))
+    for folder in ("real", "malformed"):
+        out += corpus_files(folder) if (CORPUS / folder).is_dir() else []
+    return out
+
+
+@pytest.mark.parametrize("path", replayable(), ids=lambda p: p.name)
+def test_corpus_and_fixtures_same_json_for_any_shard_count(path):
+    one = local_json(str(path), Settings())
+    for n in (1, 2, 4):
+        got = sharded_json(str(path), n, Settings(), seed=n)
+        assert got == one, f"{n} shards: {first_difference(one, got)}"
