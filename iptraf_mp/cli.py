@@ -143,6 +143,8 @@ def settings_comment(args: argparse.Namespace) -> str:
 
 
 def run_monitor(args: argparse.Namespace) -> int:
+    from shards.protocol import RunStartError
+
     from .capfile import CaptureFileError, PcapngWriter, open_capture
     from .capture import CaptureSetupError, drop_privileges, interface_names, open_handles
     from .jsonout import JsonWriter
@@ -237,7 +239,10 @@ def run_monitor(args: argparse.Namespace) -> int:
         mon = Monitor(run, json, log, recorder, sinks=sinks, minutes=args.minutes)
         mon.install_signals()
         try:
-            mon.start()
+            try:
+                mon.start()
+            except RunStartError as e:
+                return fail(str(e), 1)
             if args.background:
                 mon.run_background()
             else:

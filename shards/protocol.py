@@ -121,6 +121,10 @@ class Publication:
     tick_time: float = float("-inf")
 
 
+class RunStartError(Exception):
+    """A run (the pipeline, or the engine in one process) cannot start: a one-line reason."""
+
+
 @dataclass(slots=True)
 class RunStats:
     """What a run lost or survived, beside the engine's counters."""

@@ -49,21 +49,23 @@ count (so the head store must not overtake the data stores). x86-64 guarantees b
 stores are seen in order, and never before earlier loads); arm64 does not architecturally, and
 Python offers no fence to add.
 
-Segment lifetime: names look like ``iptrafmp-<creator pid>-<tag>``. The creator's
-``resource_tracker`` unlinks the segment if the whole process tree dies without calling
-:meth:`Ring.unlink`; :func:`cleanup_stale` removes segments whose creator is gone when the
-tracker could not run either (SIGKILL of the process group, OOM killer).
+Segment lifetime: names look like ``iptrafmp-<creator pid>-<tag>``. A :class:`SegmentReaper`
+the supervisor starts removes its segments if the whole run dies without calling
+:meth:`Ring.unlink` (SIGKILL of the supervisor, say); :func:`cleanup_stale` removes segments
+whose creator is gone when the reaper could not run either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import multiprocessing
 import os
 import secrets
+import signal
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing import resource_tracker, shared_memory
 from multiprocessing.context import BaseContext
 from multiprocessing.synchronize import Semaphore
 from typing import Any
@@ -142,14 +144,14 @@ class Ring:
         self,
         name: str,
         wake: Semaphore | None,
-        owner: shared_memory.SharedMemory | None,
+        owner: bool,
         shared_wake: bool = False,
     ) -> None:
         # Use create() or attach(); this only maps an existing, initialised segment.
         self.name = name
         self._shared_wake = shared_wake
-        self._owner = owner
-        self._creator_pid = os.getpid() if owner is not None else -1
+        self._owner = owner  # this object made the segment: it may unlink it
+        self._creator_pid = os.getpid() if owner else -1
         self._sem = wake
         self._post = wake.release if wake is not None else _no_wake
         self._wait = wake.acquire if wake is not None else _no_wake
@@ -207,24 +209,30 @@ class Ring:
         if name is None:
             name = segment_name()
         ctx = ctx if ctx is not None else multiprocessing.get_context()
-        # SharedMemory registers the segment with this process's resource_tracker, which
-        # unlinks it if the supervisor's process tree dies without calling unlink().
-        shm = shared_memory.SharedMemory(name=name, create=True, size=_HEADER_BYTES + capacity)
+        # The segment file itself (what shm_open makes on Linux), not SharedMemory: that
+        # registers it with multiprocessing's resource tracker, a process of its own that a
+        # terminal's hangup kills (it ignores only SIGINT and SIGTERM) and that, under -Z,
+        # would stay root. Removal when the supervisor is killed is SegmentReaper's job.
+        path = os.path.join(SHM_DIR, name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            with shm.buf[:_HEADER_BYTES].cast("Q") as hdr:
-                hdr[_W_CAPACITY] = capacity
-                hdr[_W_CREATOR_PID] = os.getpid()
-                hdr[_W_CREATOR_START] = max(_proc_start(os.getpid()), 0)
-                hdr[_W_MAGIC] = _MAGIC
-            # The ring does its own mapping (see __init__); this one is not needed any more.
-            shm.close()
+            try:
+                os.ftruncate(fd, _HEADER_BYTES + capacity)
+                with mmap.mmap(fd, _HEADER_BYTES) as mm, memoryview(mm) as mv, \
+                        mv.cast("Q") as hdr:
+                    hdr[_W_CAPACITY] = capacity
+                    hdr[_W_CREATOR_PID] = os.getpid()
+                    hdr[_W_CREATOR_START] = max(_proc_start(os.getpid()), 0)
+                    hdr[_W_MAGIC] = _MAGIC
+            finally:
+                os.close(fd)
             if wake is None:
-                ring = cls(name, ctx.Semaphore(0), shm)
+                ring = cls(name, ctx.Semaphore(0), True)
             else:
-                ring = cls(name, wake, shm, shared_wake=True)
+                ring = cls(name, wake, True, shared_wake=True)
         except BaseException:
-            shm.close()
-            shm.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
             raise
         return ring
 
@@ -236,15 +244,8 @@ class Ring:
         without it the ring can only be inspected (``stats()``), and ``put``/``get`` raise
         :class:`RingError`.
         """
-        # Deliberately not SharedMemory(name): on Python 3.11 that registers the segment with
-        # the resource_tracker again. A child that has its own tracker would then unlink the
-        # segment (with a "leaked shared_memory" warning) when it exits or is killed, pulling
-        # it from under the supervisor. The common workaround, resource_tracker.unregister()
-        # right after attaching, is wrong here: fork and spawn children share the creator's
-        # tracker, whose registry is a set, so the child's unregister deletes the creator's
-        # entry and the creator's own unlink() later makes the tracker print a KeyError
-        # traceback. Mapping the file directly keeps attached processes out of the tracker.
-        return cls(name, wake, None, shared_wake)
+        # Mapped directly, as created: no process of a run registers a segment anywhere.
+        return cls(name, wake, False, shared_wake)
 
     @property
     def wake(self) -> Semaphore | None:
@@ -276,26 +277,21 @@ class Ring:
     def unlink(self) -> None:
         """Remove the segment (creator only; idempotent). Attached processes keep their mapping."""
         if self._creator_pid != os.getpid():
-            # A forked child holding the creator's object must not unlink: the creator's
-            # resource_tracker entry would then be removed twice. Stale segments of dead
-            # creators are cleanup_stale()'s job.
+            # A forked child holding the creator's object must not unlink it from under the
+            # creator. Stale segments of dead creators are cleanup_stale()'s job.
             raise RingError("only the process that created the ring may unlink it")
-        owner, self._owner = self._owner, None
-        if owner is None:
+        if not self._owner:
             return
-        try:
-            owner.unlink()
-        except FileNotFoundError:
-            # Removed behind our back; SharedMemory.unlink() raised before unregistering, and a
-            # stale tracker entry would make the tracker warn about a leak at shutdown.
-            resource_tracker.unregister("/" + self.name, "shared_memory")
+        self._owner = False
+        with contextlib.suppress(FileNotFoundError):  # removed behind our back
+            os.unlink(os.path.join(SHM_DIR, self.name))
 
     def __enter__(self) -> Ring:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-        if self._owner is not None and self._creator_pid == os.getpid():
+        if self._owner and self._creator_pid == os.getpid():
             self.unlink()
 
     # ----------------------------------------------------------------------------- data path
@@ -514,6 +510,52 @@ def _recorded_start(path: str, pid: int) -> int:
         int.from_bytes(head[i : i + 8], "little") for i in range(0, 32, 8)
     )
     return start if magic == _MAGIC and creator == pid else 0
+
+
+class SegmentReaper:
+    """Removes segments once every process holding this object's pipe is gone, however they
+    went (SIGKILL included): a forked process, in a session of its own so that a signal to
+    the run's process group does not reach it, that waits for the end of a pipe the
+    supervisor and its children hold. It holds nothing else: it closes every other
+    descriptor (capture sockets among them), and it runs as whoever made it (under -Z, the
+    unprivileged user). After a normal run the supervisor has unlinked the segments itself,
+    and the reaper finds nothing to do."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        paths = [os.path.join(SHM_DIR, n) for n in names]
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+            try:
+                os.setsid()
+                for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM,
+                            signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE):
+                    signal.signal(sig, signal.SIG_IGN)
+                os.closerange(0, r)
+                os.closerange(r + 1, os.sysconf("SC_OPEN_MAX"))
+                while os.read(r, 1):
+                    pass
+                for path in paths:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            finally:
+                os._exit(0)
+        os.close(r)
+        self.pid = pid
+        self._w: int | None = w
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Let it go (after unlinking the segments ourselves) and reap it."""
+        w, self._w = self._w, None
+        if w is None:
+            return
+        os.close(w)
+        deadline = time.monotonic() + timeout
+        while True:
+            done, _status = os.waitpid(self.pid, os.WNOHANG)
+            if done or time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
 
 
 def cleanup_stale(prefix: str = PREFIX) -> list[str]:

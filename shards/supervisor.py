@@ -2,7 +2,7 @@
 shards, merge what the shards publish, and restart a shard that dies.
 
 Every child is forked with PR_SET_PDEATHSIG, so none outlives a crashed supervisor, and every
-shared-memory ring is unlinked on the way out (the resource tracker does it if we are killed).
+shared-memory ring is unlinked on the way out (the SegmentReaper does it if we are killed).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from iptraf_mp.engine import Settings
 from iptraf_mp.merge import Merger, settle_heap
 
 from .batch import decode_batch, encode_batch
-from .protocol import CTL_END, CTL_IFACE, MAX_IFACES, RunStats, parse_iface_record
+from .protocol import CTL_END, CTL_IFACE, MAX_IFACES, RunStartError, RunStats, parse_iface_record
 from .reader import (
     NSTATS,
     ST_DONE,
@@ -34,7 +34,7 @@ from .reader import (
     run_file_reader,
     run_live_reader,
 )
-from .ring import Ring, cleanup_stale
+from .ring import Ring, SegmentReaper, cleanup_stale
 from .ringset import RingSet
 from .worker import ShardConfig, run_shard
 
@@ -130,6 +130,7 @@ class Pipeline:
         # says records wait, so they send at their rate and not only once a refresh.
         self.between: Callable[[], bool] | None = None
         self._rec_thread: threading.Thread | None = None
+        self._reaper: SegmentReaper | None = None
         self._closed = False
         self._started = False  # our copies of the capture handles are closed from then on
         self._stop_at: float | None = None  # when stop() was first asked
@@ -140,6 +141,9 @@ class Pipeline:
         cleanup_stale()
         try:
             self._start()
+        except OSError as e:  # no room for the rings in /dev/shm, too many processes, ...
+            self.close()
+            raise RunStartError(f"cannot start the pipeline: {e.strerror or e}") from None
         except BaseException:
             self.close()
             raise
@@ -151,6 +155,9 @@ class Pipeline:
             self.rings.append([Ring.create(RING_BYTES, ctx=ctx) for _s in range(self.n)])
             if self.want_record:
                 self.record_rings.append(Ring.create(RECORD_RING_BYTES, ctx=ctx))
+        # before any child: they hold the reaper's pipe too, so it waits for the last of them
+        self._reaper = SegmentReaper([r.name for row in self.rings for r in row]
+                                     + [r.name for r in self.record_rings])
         for s in range(self.n):
             self._spawn_shard(s)
         for p, src in enumerate(self.sources):
@@ -193,7 +200,10 @@ class Pipeline:
         # --max-connections is for the whole monitor: each shard holds its share
         share = replace(self.settings, max_pairs=max(1, -(-self.settings.max_pairs // self.n)))
         cfg = ShardConfig(s, len(self.sources), share, self.refresh, self.keep_lines)
-        foreign = [o.handle for o in self.sources if o.handle is not None and not self._started]
+        # what it must not hold open: the capture handles and files (the capture processes'
+        # own), until the main process has closed its copies
+        foreign = [] if self._started else [o.handle or o.reader for o in self.sources
+                                            if o.handle is not None or o.reader is not None]
         proc = self.ctx.Process(target=_shard_entry, args=(cfg, rings, tx, foreign),
                                 name=f"iptraf-mp shard {s}", daemon=True)
         proc.start()
@@ -396,6 +406,9 @@ class Pipeline:
             ring.unlink()
         self.rings = []
         self.record_rings = []
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None
 
 
 def default_shards() -> int:

@@ -28,6 +28,7 @@ from .test_pipeline import (
     alive,
     descendants,
     iptraf_mp_command,
+    is_reaper,
     kill_tree,
     paced_capture,
     segments,
@@ -141,14 +142,15 @@ def test_unwritable_output_with_live_capture(flag: str, unwritable: Path,
 # ---- a capture interface that disappears --------------------------------------------------
 
 def forked_children(pid: int) -> list[int]:
-    """The run's own processes (forks share its command line; the resource tracker is
-    exec'd), oldest first: with --shards 1, the shard, then one capture process per
-    interface in the order given."""
+    """The run's shard and capture processes (forks share its command line; the segment
+    reaper, a fork too, is in a session of its own), oldest first: with --shards 1, the
+    shard, then one capture process per interface in the order given."""
     me = Path(f"/proc/{pid}/cmdline").read_bytes()
     out = []
     for k in sorted(descendants(pid)):
         with contextlib.suppress(OSError):
-            if Path(f"/proc/{k}/cmdline").read_bytes() == me and alive(k):
+            if Path(f"/proc/{k}/cmdline").read_bytes() == me and alive(k) \
+                    and not is_reaper(k):
                 out.append(k)
     return out
 
@@ -178,7 +180,7 @@ def test_capture_interface_disappears(tmp_path: Path) -> None:
             def capturing() -> bool:
                 assert proc.poll() is None, proc.communicate()
                 kids.update(k for k in descendants(proc.pid) if alive(k))
-                # tracker, shard and two capture processes, and the rings
+                # reaper, shard and two capture processes, and the rings
                 return len(kids) >= 4 and bool(segments(proc.pid))
 
             wait_for(capturing, 20, "iptraf-mp to capture")

@@ -174,7 +174,7 @@ class Live:
 
     def wait_capturing(self, children: int = 3, timeout: float = 20.0) -> None:
         """The handles are opened before the rings are made: once the rings and the children
-        (resource tracker, shard, capture process) exist, every packet is captured."""
+        (segment reaper, shard, capture process) exist, every packet is captured."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -349,7 +349,7 @@ def test_all_interfaces_and_minutes(net: Net, tmp_path: Path) -> None:
     out, rec = tmp_path / "all.jsonl", tmp_path / "all.pcapng"
     run = Live(net.ns_a, ["-i", "all", "--json", str(out), "-w", str(rec), "-t", "0.05"])
     try:
-        run.wait_capturing(children=4)  # tracker, shard, two capture processes
+        run.wait_capturing(children=4)  # reaper, shard, two capture processes
         sh(*net.in_a("ping", "-c", "2", "-i", "0.2", "-W", "1", net.b))
         sh(*net.in_a("ping", "-c", "2", "-i", "0.2", "-W", "1", "127.0.0.1"))
         started = time.monotonic()

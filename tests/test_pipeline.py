@@ -226,6 +226,13 @@ def open_files(pid: int) -> list[str]:
     return out
 
 
+def is_reaper(pid: int) -> bool:
+    try:
+        return os.getsid(pid) == pid
+    except OSError:
+        return False
+
+
 class Run:
     """A background `iptraf-mp` and what it started."""
 
@@ -240,7 +247,7 @@ class Run:
 
     def wait_running(self, children: int, timeout: float = 20.0) -> list[int]:
         """Wait until the rings exist and `children` processes (shards, capture processes
-        and the resource tracker) run; returns their pids."""
+        and the segment reaper) run; returns their pids."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -251,23 +258,24 @@ class Run:
             time.sleep(0.05)
         raise AssertionError(f"iptraf-mp did not start {children} children in {timeout} s")
 
-    def tracker(self) -> int | None:
+    def reaper(self) -> int | None:
+        """The segment reaper: the one child in a session of its own."""
         for k in descendants(self.pid):
-            if "resource_tracker" in cmdline(k):
+            if is_reaper(k):
                 return k
         return None
 
     def capture_process(self, capfile: Path) -> int:
         """The file reader: the only child holding the capture open."""
         for k in descendants(self.pid):
-            if str(capfile) in open_files(k) and "resource_tracker" not in cmdline(k):
+            if str(capfile) in open_files(k) and not is_reaper(k):
                 return k
         raise AssertionError("no capture process holds the file")
 
     def shard_processes(self, capfile: Path) -> list[int]:
         reader = self.capture_process(capfile)
         return [k for k in descendants(self.pid)
-                if k != reader and alive(k) and "resource_tracker" not in cmdline(k)]
+                if k != reader and alive(k) and not is_reaper(k)]
 
     def finish(self, timeout: float = 60.0) -> int:
         """Wait for the exit, noting every process the run starts on the way (a replacement
@@ -525,18 +533,21 @@ def test_no_orphans_and_no_leaked_segments(how: str, paced, tmp_path: Path) -> N
         recs = run.records()
         assert recs and recs[-1]["type"] == "summary", run.stderr
     # kill-main: the children get SIGKILL from the kernel (PR_SET_PDEATHSIG) and the
-    # resource tracker removes the rings when the last of them has gone.
+    # segment reaper removes the rings when the last of them has gone.
     assert_nothing_left({*kids, *run.seen, run.pid}, run.pid)
 
 
 def test_stale_segments_are_removed_by_the_next_start(paced, tmp_path: Path) -> None:
-    """SIGKILL of the whole process group, resource tracker included: nothing is left to
-    remove the rings, so the next iptraf-mp does (cleanup_stale)."""
+    """SIGKILL of the whole process group and of the segment reaper (in a session of its own,
+    which a group kill does not reach): nothing is left to remove the rings, so the next
+    iptraf-mp does (cleanup_stale)."""
     cap, _frames = paced
     run = Run(["-r", str(cap), "--speed", "4", "--shards", "2"], tmp_path, new_session=True)
     try:
         kids = run.wait_running(children=4)
-        assert run.tracker() is not None
+        reaper = run.reaper()
+        assert reaper is not None
+        os.kill(reaper, signal.SIGKILL)
         os.killpg(run.pid, signal.SIGKILL)
         run.finish()
     except BaseException:
