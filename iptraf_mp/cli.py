@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 from . import __version__
 from .monitor import SinkError
@@ -146,7 +147,13 @@ def run_monitor(args: argparse.Namespace) -> int:
     from shards.protocol import RunStartError
 
     from .capfile import CaptureFileError, PcapngWriter, open_capture
-    from .capture import CaptureSetupError, drop_privileges, interface_names, open_handles
+    from .capture import (
+        CaptureSetupError,
+        check_paths_as,
+        drop_privileges,
+        interface_names,
+        open_handles,
+    )
     from .jsonout import JsonWriter
     from .lines import LineOptions
     from .log import LogError, LogWriter
@@ -165,6 +172,11 @@ def run_monitor(args: argparse.Namespace) -> int:
     clash = output_clash(args)
     if clash:
         return fail(clash)
+    if args.user:
+        try:
+            check_paths_as(args.user, paths_after_drop(args))
+        except CaptureSetupError as e:
+            return fail(str(e))
     handles = []
     names: list[str] = []
     reader = None
@@ -216,7 +228,7 @@ def run_monitor(args: argparse.Namespace) -> int:
         run = make_run(args, settings, shards, names, handles, reader)
         if args.user:
             try:
-                drop_privileges(args.user)
+                drop_privileges(args.user, store=not args.no_db)
             except CaptureSetupError as e:
                 return fail(str(e))
         sinks = []
@@ -276,6 +288,19 @@ def run_monitor(args: argparse.Namespace) -> int:
                 if mon is None or not mon.failures:  # else: the failed output's, reported
                     print(f"iptraf-mp: closing an output failed: {e.strerror or e}",
                           file=sys.stderr)
+
+
+def paths_after_drop(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """What the run writes after -Z: the flow store (opened then) and the log (reopened on
+    SIGUSR1). The other outputs are opened before, as root."""
+    from store.schema import default_db_path
+
+    out = []
+    if not args.no_db:
+        out.append(("flow store", Path(args.db).expanduser() if args.db else default_db_path()))
+    if args.log:
+        out.append(("-L", Path(args.log)))
+    return out
 
 
 class PendingOutputs:

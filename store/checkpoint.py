@@ -135,10 +135,20 @@ def mark_unclean(conn: sqlite3.Connection, host: str) -> list[int]:
 def open_session(path: Path, info: SessionInfo) -> int:
     """Create or migrate the store, mark dead sessions unclean, start a new session.
     Raises OSError, sqlite3.Error or SchemaError."""
+    created = not path.exists()
     create_private(path)
     conn = connect(path)
     try:
-        migrate(conn)
+        try:
+            migrate(conn)
+        except BaseException:
+            if created:  # a stub left behind would be refused by every later run
+                conn.close()
+                for stub in (path, path.with_name(path.name + "-wal"),
+                             path.with_name(path.name + "-shm")):
+                    with contextlib.suppress(OSError):
+                        stub.unlink()
+            raise
         host = socket.gethostname()
         pid = os.getpid()
         conn.execute("BEGIN IMMEDIATE")

@@ -477,3 +477,66 @@ def test_bigger_frames_than_a_ring_record_are_recorded_cut_to_the_snaplen(tmp_pa
     with open_capture(str(rec)) as r:
         (_ts, _i, data, wirelen), = list(r)
     assert len(data) == 262144 and wirelen == len(frame)
+
+
+# ---- 8. -Z: no process of the run keeps root or a capability --------------------------------
+
+def proc_status(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+@NEED_ROOT
+def test_drop_privileges_leaves_no_process_with_root_or_capabilities(tmp_path):
+    """Before: multiprocessing's resource tracker, started before the drop, stayed root with
+    every capability (CapEff 000001fffeffffff); and `--db NEW` crashed on an import made
+    after the drop, leaving a stub store that broke every later run."""
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    work = Path(tempfile.mkdtemp(prefix="iptraf-mp-z-", dir="/tmp"))  # pytest's is root's
+    os.chmod(work, 0o777)
+    cap = big_capture(tmp_path / "c.pcap", frames=3000, size=100)
+    db, j = work / "new.db", tmp_path / "j.jsonl"
+    p = subprocess.Popen([*iptraf_mp_command(), "-r", str(cap), "-B", "--speed", "1",
+                          "--shards", "2", "-Z", "nobody", "--db", str(db), "--json", str(j)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    procs = [p.pid, *descendants(p.pid)]
+    seen = []
+    for pid in procs:
+        with contextlib.suppress(OSError):
+            st = proc_status(pid)
+            seen.append(pid)
+            assert st["Uid"].split() == [str(nobody.pw_uid)] * 4, (pid, st["Uid"])
+            for k in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"):
+                assert int(st[k], 16) == 0, (pid, k, st[k])
+            assert st["NoNewPrivs"] == "1", pid
+    assert len(seen) >= 4  # main, reaper, two shards, the capture process
+    _out, err = p.communicate(timeout=60)
+    try:
+        assert p.returncode == 0, err
+        assert session_of(db) == ("closed", 1)
+        assert summary_of(j)["frames"] == 3000
+        assert db.stat().st_uid == nobody.pw_uid
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@NEED_ROOT
+def test_drop_privileges_refuses_a_store_the_user_cannot_write_before_starting(tmp_path):
+    """The default store under root's home: before, it failed late ("Permission denied")
+    after the capture had begun, and the --json file was truncated first."""
+    j = tmp_path / "keep.jsonl"
+    j.write_text("kept\n")
+    p = run(["-r", str(FIXTURES / "timeout.pcap"), "-B", "-Z", "nobody", "--json", str(j)],
+            env={**os.environ, "HOME": "/root", "XDG_DATA_HOME": ""})
+    assert p.returncode == 2
+    lines = assert_clean_stderr(p.stderr)
+    assert len(lines) == 1 and "flow store" in lines[0] and "nobody" in lines[0], p.stderr
+    assert j.read_text() == "kept\n"
