@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __version__
 from .monitor import SinkError
 from .othertable import DEFAULT_FLOW_IDLE
+from .text import say
 
 __all__ = ["SinkError", "build_parser", "main"]
 
@@ -92,7 +93,7 @@ def extensions() -> list:
 
 
 def fail(msg: str, code: int = 2) -> int:
-    print(f"iptraf-mp: {msg}", file=sys.stderr)
+    say(msg)
     return code
 
 
@@ -269,13 +270,13 @@ def run_monitor(args: argparse.Namespace) -> int:
         if names and args.background:
             # -B has no screen: without this line the drops (the kernel's, from pcap stats(),
             # and the full queues') would be shown nowhere
-            print(f"iptraf-mp: {mon.merger.summary().frames} frames counted; dropped: "
-                  f"{counters.kernel_drops} by the kernel, {counters.queue_dropped_packets} "
-                  f"on full queues", file=sys.stderr)
+            say(f"{mon.merger.summary().frames} frames counted; dropped: "
+                f"{counters.kernel_drops} by the kernel, {counters.queue_dropped_packets} "
+                f"on full queues")
         for msg in errors:
-            print(f"iptraf-mp: {msg}", file=sys.stderr)
+            say(msg)
         for msg in mon.failures:
-            print(f"iptraf-mp: {msg}", file=sys.stderr)
+            say(msg)
         return 1 if errors or mon.failures else 0
     finally:
         pending.abort()
@@ -286,8 +287,7 @@ def run_monitor(args: argparse.Namespace) -> int:
                 obj.close()
             except OSError as e:
                 if mon is None or not mon.failures:  # else: the failed output's, reported
-                    print(f"iptraf-mp: closing an output failed: {e.strerror or e}",
-                          file=sys.stderr)
+                    say(f"closing an output failed: {e.strerror or e}")
 
 
 def paths_after_drop(args: argparse.Namespace) -> list[tuple[str, Path]]:

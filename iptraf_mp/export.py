@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from .ipfix import ExporterStats, FlowRecord, IpfixExporter, parse_target
 from .model import K_ICMP, K_NON_IP
 from .tcptable import END_FIN, END_ICMP, END_OPEN, END_RESET, END_TIMEOUT, Entry, Pair
+from .text import say
 
 if TYPE_CHECKING:
     from .merge import ChangeFeed, FlowView
@@ -193,10 +193,9 @@ class IpfixSink:
         # needs, within bounds, rather than cut the export short.
         need = self.pacer.queued / self.pacer.rate * 1.5
         if not self.pacer.drain(min(DRAIN_MAX, max(DRAIN_MIN, need))):
-            print(f"iptraf-mp: IPFIX: gave up waiting to send {self.pacer.queued} records",
-                  file=sys.stderr)
+            say(f"IPFIX: gave up waiting to send {self.pacer.queued} records")
         for line in self.problems():
-            print(f"iptraf-mp: {line}", file=sys.stderr)
+            say(line)
 
     def failed(self) -> list[str]:
         """Nothing: export over UDP is best effort by design; what it could not send is

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .model import FRAG_LATER, K_ICMP, K_NON_IP, K_UDP, fmt_addr, fmt_mac
 from .othertable import OtherLine
 from .tcptable import TcpEvent
+from .text import safe_text
 
 # Debian netbase's /etc/protocols aliases, built in so that output does not depend on the host.
 PROTO_ALIASES = {
@@ -42,15 +43,6 @@ ICMP6_DESC = {1: "dest unrch", 2: "pkt too big", 3: "time exceeded", 4: "param p
 ICMP6_UNREACH = ("no route", "admin", "not beyondsp", "unreach addr", "no port")
 OSPF_TYPES = {1: "hlo", 2: "DB desc", 3: "LSR", 4: "LSU", 5: "LSA"}
 
-_CONTROL = {c: "?" for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)]}
-
-
-def clean(text: str) -> str:
-    """Hostile text (DNS names, anything from packets) with every control character replaced,
-    so no escape sequence can reach the terminal or a log reader's terminal."""
-    return text.translate(_CONTROL)
-
-
 @dataclass(slots=True)
 class LineOptions:
     show_mac: bool = False  # rule 19 "source MAC" option
@@ -61,13 +53,13 @@ class LineOptions:
 
 def host(addr: bytes, opts: LineOptions) -> str:
     if opts.resolve is not None:
-        return clean(opts.resolve(addr))
+        return safe_text(opts.resolve(addr))
     return fmt_addr(addr)
 
 
 def port_text(port: int, proto: str, opts: LineOptions) -> str:
     if opts.services is not None:
-        return clean(opts.services(port, proto))[:10]
+        return safe_text(opts.services(port, proto))[:10]
     return str(port)
 
 
@@ -126,7 +118,7 @@ def _non_ip_desc(line: OtherLine) -> str:
         return f"RARP request for {fmt_mac(tha) or '?'}"
     if what == "other" and isinstance(a, int) and a >= 0:
         return f"Non-IP (0x{a:04x})"
-    return f"Non-IP ({clean(str(link if what == 'other' else what))})"
+    return f"Non-IP ({safe_text(str(link if what == 'other' else what))})"
 
 
 def screen_line(line: OtherLine, opts: LineOptions) -> str:

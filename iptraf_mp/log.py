@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import time
 
-from .lines import LineOptions, clean, log_line, log_time, tcp_event_log
+from .lines import LineOptions, log_line, log_time, tcp_event_log
 from .merge import Merger
 from .model import fmt_addr
+from .text import safe_text
 
 
 class LogError(Exception):
@@ -35,7 +36,7 @@ class LogWriter:
 
     def write(self, ts: float, msg: str) -> None:
         # packet-derived text: no control character reaches whoever reads the log in a terminal
-        self.fh.write(f"{log_time(ts)}; {clean(msg)}\n")
+        self.fh.write(f"{log_time(ts)}; {safe_text(msg)}\n")
 
     def started(self) -> None:
         self.write(time.time(), "******** IP traffic monitor started ********")

@@ -7,13 +7,13 @@ The console drives `step()` between frames; `-B` drives it in a plain loop.
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .jsonout import JsonWriter
+from .text import say
 
 
 class OutputFailed(Exception):
@@ -109,7 +109,7 @@ class Monitor:
         if isinstance(err, OutputFailed):
             msg = str(err)
         self.failures.append(msg)
-        print(f"iptraf-mp: {msg}; the other outputs go on", file=sys.stderr, flush=True)
+        say(f"{msg}; the other outputs go on")
 
     def _json(self, action: Callable[[JsonWriter], None]) -> None:
         if self.json is None:

@@ -8,10 +8,10 @@ exit status says so. Called from the pipeline's recorder thread and the main loo
 
 from __future__ import annotations
 
-import sys
 import threading
 
 from .capfile import CaptureFileError, PcapngWriter
+from .text import say
 
 
 class Recorder:
@@ -26,7 +26,7 @@ class Recorder:
 
     def _stop(self, err: Exception) -> None:
         self.error = f"{self.label}: recording stopped: {err}"
-        print(f"iptraf-mp: {self.error}; counting goes on", file=sys.stderr, flush=True)
+        say(f"{self.error}; counting goes on")
         try:
             self.writer.close()
         except CaptureFileError:

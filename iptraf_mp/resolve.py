@@ -15,19 +15,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from .model import fmt_addr
+from .text import safe_text
 
 CACHE_MAX = 65536  # names kept; the least recently asked for are forgotten first
 QUEUE_MAX = 1024  # lookups waiting; past this new ones are dropped (asked again next frame)
 NAME_MAX = 253  # the longest a DNS name can be
-_PRINTABLE = frozenset(range(0x20, 0x7F))
 
 
 def safe_name(name: str) -> str:
-    """Printable ASCII only: anything else becomes '?'."""
-    name = name[:NAME_MAX]
-    if name.isascii() and name.isprintable():
-        return name
-    return "".join(c if ord(c) in _PRINTABLE else "?" for c in name)
+    """A name from DNS or the services file, for any output: at most NAME_MAX characters,
+    through the one sanitiser."""
+    return safe_text(name[:NAME_MAX])
 
 
 def system_lookup(addr_text: str) -> str | None:

@@ -26,10 +26,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .engine import Summary
-from .lines import LineOptions, clean, fmt_rate, screen_line
+from .lines import LineOptions, fmt_rate, screen_line
 from .model import fmt_addr, fmt_mac
 from .othertable import OtherLine
 from .tcptable import Entry, Pair, flag_column
+from .text import escape_char, safe_text
 from .view import LOWER, TCP, VIEW_MAC, VIEW_SIZES, ViewState
 
 MIN_WIDTH = 50  # below this (or MIN_HEIGHT) the screen only says it is too small
@@ -180,15 +181,40 @@ def fmt_elapsed(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+# A frame's rows hold one character per column: a wide character (CJK, most emoji) is
+# followed by WIDE_PAD, which takes its second column and is dropped when the row is drawn.
+WIDE_PAD = "\x00"  # never in a row otherwise: safe_text() escapes every control character
+
+
 def safe(text: str) -> str:
-    """Printable ASCII for the screen: control characters (clean()) and everything outside
-    ASCII become '?', so no column can shift and no sequence can reach the terminal."""
+    """Text for the screen: the one sanitiser (text.safe_text), then one character per
+    column (a wide character and WIDE_PAD; a zero-width one, such as a combining mark,
+    shown as its escape so that no column shifts)."""
     if text.isascii() and text.isprintable():
         return text
-    text = clean(text)
+    text = safe_text(text)
     if text.isascii():
         return text
-    return "".join(c if c < "\x80" else "?" for c in text)
+    from rich.cells import get_character_cell_size
+
+    out = []
+    for c in text:
+        if c < "\x80":
+            out.append(c)
+            continue
+        w = get_character_cell_size(c)
+        out.append(c if w == 1 else c + WIDE_PAD if w == 2 else escape_char(c))
+    return "".join(out)
+
+
+def _clip(text: str, n: int) -> str:
+    """The first n columns of `text`: a wide character whose pad is cut off becomes a
+    space (it would take a column past the clip)."""
+    if len(text) <= n:
+        return text
+    if text[n] == WIDE_PAD:
+        return text[: n - 1] + " "
+    return text[:n]
 
 
 # ---- the frame ------------------------------------------------------------------------------
@@ -213,9 +239,16 @@ class Frame:
         if x < 0:
             text = text[-x:]
             x = 0
-        text = text[: w - x]
+            if text[0] == WIDE_PAD:
+                text = " " + text[1:]
+        text = _clip(text, w - x)
         row = self.rows[y]
-        self.rows[y] = row[:x] + text + row[x + len(text):]
+        left, right = row[:x], row[x + len(text):]
+        if right[:1] == WIDE_PAD:  # the right half of a wide character was overwritten
+            right = " " + right[1:]
+        if row[x:x + 1] == WIDE_PAD:  # and here its left half
+            left = left[:-1] + " "
+        self.rows[y] = left + text + right
         if style:
             self.spans[y].append((x, x + len(text), style))
 
@@ -229,7 +262,7 @@ class Frame:
             for x, part in ((0, "│"), (w - 1, "│"), (1, text)):
                 self.put(y, x, part)
             return
-        text = text[: w - 1]
+        text = _clip(text, w - 1)
         if len(text) < w - 1:
             text = text + " " * (w - 2 - len(text)) + "│"
         self.rows[y] = "│" + text
@@ -239,7 +272,8 @@ class Frame:
             self.spans[y].append((max(0, x0), min(self.width, x1), style))
 
     def text(self) -> list[str]:
-        return list(self.rows)
+        """The rows as a terminal shows them (wide characters' pads dropped)."""
+        return [r.replace(WIDE_PAD, "") for r in self.rows]
 
     def runs(self, y: int) -> list[tuple[str, str | None]]:
         """Row y as (text, style) runs; where spans overlap the later one wins."""
@@ -278,7 +312,8 @@ class Frame:
             if segs is None:
                 if len(cache) >= SEGMENT_CACHE_ROWS:
                     cache.clear()
-                segs = cache[key] = [Segment(text, styles.get(name) if name else None)
+                segs = cache[key] = [Segment(text.replace(WIDE_PAD, ""),
+                                             styles.get(name) if name else None)
                                      for text, name in self.runs(y)]
             out += segs
             out.append(_NEWLINE)

@@ -25,7 +25,6 @@ import os
 import queue
 import socket
 import sqlite3
-import sys
 import threading
 import time
 from collections import deque
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from iptraf_mp import __version__
 from iptraf_mp.model import K_ICMP, K_NON_IP, K_UDP, KIND_NAMES, fmt_addr, fmt_flags, fmt_mac
+from iptraf_mp.text import say
 
 from .schema import PAIR_ID_BITS, connect, create_private, migrate
 
@@ -726,7 +726,7 @@ class Writer:
 # ---- the sink ----------------------------------------------------------------------------
 
 def _stderr(msg: str) -> None:
-    print(f"iptraf-mp: {msg}", file=sys.stderr, flush=True)
+    say(msg)
 
 
 class StoreSink:

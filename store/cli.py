@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import sys
 from pathlib import Path
+
+from iptraf_mp.text import say
 
 from .checkpoint import DEFAULT_INTERVAL, SessionInfo, StoreSink, open_session
 from .schema import SchemaError, default_db_path
@@ -55,5 +56,5 @@ def make_sink(args: argparse.Namespace) -> StoreSink | None:
         raise SinkError(f"cannot open the flow store {path}: {e.strerror or e}") from None
     except sqlite3.Error as e:
         raise SinkError(f"cannot open the flow store {path}: {e}") from None
-    print(f"iptraf-mp: flow store: {path} (session {sid})", file=sys.stderr, flush=True)
+    say(f"flow store: {path} (session {sid})")
     return StoreSink(path, sid, args.checkpoint, syn_warn=getattr(args, "syn_warn", 0) or 0)

@@ -19,11 +19,15 @@ import argparse
 import base64
 import csv
 import json
+import signal
 import sqlite3
 import sys
+import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from iptraf_mp.text import safe_text, say
 
 from .schema import default_db_path, schema_text
 
@@ -57,6 +61,17 @@ _READ_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_list", "index
                  "quick_check"}
 
 
+# Functions that reach outside the data: fts3_tokenizer() reads and registers tokenizers
+# by raw pointer (it leaks an address and can be made to call one); load_extension() loads
+# code.
+_REFUSED_FUNCTIONS = {"fts3_tokenizer", "load_extension"}
+_SCHEMA_TABLES = {"sqlite_master", "sqlite_schema", "sqlite_temp_master",
+                  "sqlite_temp_schema"}
+DEFAULT_TIMEOUT = 30.0  # s
+DEFAULT_MAX_ROWS = 1_000_000
+HEAP_LIMIT = 512 << 20  # bytes SQLite may allocate for one query (a runaway recursive CTE)
+
+
 class ReadOnly:
     """The authorizer; remembers what it refused, for the error message."""
 
@@ -69,7 +84,15 @@ class ReadOnly:
         if what is None and action == sqlite3.SQLITE_PRAGMA and arg2 is not None \
                 and (arg1 or "").lower() not in _READ_PRAGMAS:
             what = f"PRAGMA {arg1} = ..."
+        if what is None and action == sqlite3.SQLITE_FUNCTION \
+                and (arg2 or "").lower() in _REFUSED_FUNCTIONS:
+            what = f"the function {arg2}()"
         if what is None:
+            return sqlite3.SQLITE_OK
+        if what == "UPDATE" and (arg1 or "").lower() in _SCHEMA_TABLES:
+            # SQLite asks this while a table-valued pragma (pragma_table_info()) reads the
+            # schema; the schema table can never be updated by a statement (SQLite refuses
+            # it without writable_schema, a setting refused above)
             return sqlite3.SQLITE_OK
         if what in ("INSERT", "UPDATE", "DELETE") and (arg1 or "").startswith("sqlite_"):
             # CREATE and DROP first write the schema table, and the first refusal ends it
@@ -78,34 +101,70 @@ class ReadOnly:
         return sqlite3.SQLITE_DENY
 
 
+class Limits:
+    """A query's time limit and ^C, checked by SQLite's progress handler (a query runs in
+    SQLite's C code, where Python's own signal handling cannot stop it)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = float("inf")
+        self.why: str | None = None
+
+    def start(self) -> None:
+        self.why = None
+        if self.seconds > 0:
+            self.deadline = time.monotonic() + self.seconds
+
+    def interrupt(self, _signum=None, _frame=None) -> None:
+        self.why = "interrupted"
+
+    def __call__(self) -> int:
+        if self.why is None and time.monotonic() > self.deadline:
+            self.why = f"stopped after {self.seconds:g} s (--timeout)"
+        return 1 if self.why is not None else 0
+
+
+def _connect(path: Path, immutable: bool) -> sqlite3.Connection:
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    if immutable:
+        uri += "&immutable=1"
+    conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        # temporary tables in memory, under the heap limit (on disk they would grow unbounded)
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute(f"PRAGMA hard_heap_limit = {HEAP_LIMIT}")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def open_readonly(path: Path) -> tuple[sqlite3.Connection, ReadOnly]:
+    """A read-only connection. A store that SQLite cannot open even so (a read-only copy, a
+    folder we cannot write: reading a WAL-mode file needs its -shm file) is opened as
+    immutable, which reads the main file alone: what a running monitor has not yet moved
+    out of its -wal file is then not seen, and the reader is told."""
     if not path.is_file():
         raise QueryError(f"no flow store at {path} (a monitor creates it; see --db)")
-    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None)
-        conn.execute("PRAGMA query_only = ON")
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.Error as e:
-        raise QueryError(f"cannot open {path}: {e}") from None
+        conn = _connect(path, immutable=False)
+    except sqlite3.Error as first:
+        try:
+            conn = _connect(path, immutable=True)
+        except sqlite3.Error:
+            raise QueryError(f"cannot open {path}: {first}") from None
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            say(f"{path} is read-only here: read without its -wal file (the latest "
+                f"checkpoints may be missing)", "iptraf-mp sql")
     auth = ReadOnly()
     conn.set_authorizer(auth)
     return conn, auth
 
 
 # ---- making cell text safe ---------------------------------------------------------------
-
-def _escape_char(c: str) -> str:
-    n = ord(c)
-    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
-
-
-def safe_text(s: str) -> str:
-    """Control, format (bidi overrides) and separator characters as escapes."""
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() else _escape_char(c) for c in s)
-
 
 def cell_text(v: object) -> str:
     if v is None:
@@ -208,15 +267,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    default=[], help="a :NAME parameter for the query (repeatable)")
     p.add_argument("--schema", action="store_true", help="print the schema and exit")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SEC",
+                   help=f"stop a query after SEC seconds (default {DEFAULT_TIMEOUT:g}; "
+                        f"0 = no limit); ^C stops it too")
+    p.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, metavar="N",
+                   help=f"refuse a result of more than N rows (default {DEFAULT_MAX_ROWS:,}; "
+                        f"0 = no limit): add a LIMIT")
     return p
 
 
 def run_query(conn: sqlite3.Connection, auth: ReadOnly, sql: str,
-              params: dict[str, str]) -> tuple[list[str], list[tuple]]:
+              params: dict[str, str], limits: Limits | None = None,
+              max_rows: int = 0) -> tuple[list[str], list[tuple]]:
+    limits = limits or Limits(0)
+    conn.set_progress_handler(limits, 10_000)
+    limits.start()
     try:
         cur = conn.execute(sql, params)
-        rows = cur.fetchall()
+        if max_rows > 0:
+            rows = cur.fetchmany(max_rows + 1)
+            if len(rows) > max_rows:
+                raise QueryError(f"more than {max_rows:,} rows: add a LIMIT, or give "
+                                 f"--max-rows")
+        else:
+            rows = cur.fetchall()
     except sqlite3.Error as e:
+        if limits.why is not None:
+            raise QueryError(f"query {limits.why}") from None
+        if auth.refused is not None and auth.refused.startswith("the function"):
+            raise QueryError(f"refused: {auth.refused} is not allowed") from None
         if auth.refused is not None:
             raise QueryError(f"refused: the flow store is read-only ({auth.refused} is not "
                              f"allowed); nothing was changed") from None
@@ -225,6 +304,9 @@ def run_query(conn: sqlite3.Connection, auth: ReadOnly, sql: str,
             raise QueryError(f"refused: the flow store is read-only ({msg}); "
                              f"nothing was changed") from None
         raise QueryError(f"SQL error: {safe_text(msg)}") from None
+    except MemoryError:  # SQLite's heap limit reached (the module raises it for SQLITE_NOMEM)
+        raise QueryError(f"query stopped: it needed more than {HEAP_LIMIT >> 20} MiB") \
+            from None
     except (sqlite3.Warning, ValueError) as e:  # e.g. more than one statement
         raise QueryError(f"SQL error: {safe_text(str(e))}") from None
     headers = [d[0] for d in cur.description] if cur.description else []
@@ -234,7 +316,7 @@ def run_query(conn: sqlite3.Connection, auth: ReadOnly, sql: str,
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.schema and not args.query:
-        print("iptraf-mp sql: give a query, or --schema", file=sys.stderr)
+        say("give a query, or --schema", "iptraf-mp sql")
         return 2
     path = Path(args.db).expanduser() if args.db else default_db_path()
     out = sys.stdout
@@ -245,17 +327,24 @@ def main(argv: list[str] | None = None) -> int:
                 text = schema_text(conn)
                 out.write("\n".join(safe_text(line) for line in text.splitlines()) + "\n")
                 return 0
-            headers, rows = run_query(conn, auth, args.query, dict(args.param))
+            limits = Limits(args.timeout)
+            old = signal.signal(signal.SIGINT, limits.interrupt)
+            try:
+                headers, rows = run_query(conn, auth, args.query, dict(args.param), limits,
+                                          args.max_rows)
+            finally:
+                signal.signal(signal.SIGINT, old)
         finally:
             conn.close()
     except QueryError as e:
-        print(f"iptraf-mp sql: {e}", file=sys.stderr)
+        say(str(e), "iptraf-mp sql")
         return 1
-    tty = out.isatty()
     if args.format == "json":
-        write_json(headers, rows, out, ascii_=tty)
+        # \uXXXX escapes keep every character's value and let none act on a terminal
+        write_json(headers, rows, out, ascii_=True)
     elif args.format == "csv":
-        write_csv(headers, rows, out, safe=tty)
+        # CSV has no escapes of its own: a pipe may end in a terminal (| less, | cat)
+        write_csv(headers, rows, out, safe=True)
     else:
         write_table(headers, rows, out)
     out.flush()

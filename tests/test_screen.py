@@ -534,7 +534,7 @@ def test_console_samples_the_rate_of_the_highlighted_direction():
 
 # ---- names and hostile text ------------------------------------------------------------------
 
-def test_hostile_ptr_name_reaches_the_screen_as_plain_ascii():
+def test_hostile_ptr_name_reaches_the_screen_escaped():
     res = Resolver(lookup=lambda a: HOSTILE if a == "10.0.0.1" else None, workers=1)
     try:
         app = app_with([mkpair(1)], lines=[udp_line(1)], resolver=res)
@@ -544,8 +544,9 @@ def test_hostile_ptr_name_reaches_the_screen_as_plain_ascii():
     finally:
         res.close()
     rows = f.text()
-    assert rows[2].startswith("│┌[red]x?]0;pwned?:1234 ")
-    assert "from [red]x?]0;pwned?:5001 to 10.0.0.9:53" in rows[15]
+    # ESC and BEL shown as their escapes (iptraf_mp/text.py), so what was sent can be read
+    assert rows[2].startswith("│┌[red]x\\x1b]0;pwned\\x07:1234 ")
+    assert "from [red]x\\x1b]0;pwned\\x07:5001 to 10.0.0.9:53" in rows[15]
     assert all("\x1b" not in r and "\x07" not in r for r in rows)
     # through rich, with colour: the name is text, not markup, and no OSC sequence appears
     from rich.console import Console
@@ -554,7 +555,7 @@ def test_hostile_ptr_name_reaches_the_screen_as_plain_ascii():
     Console(file=out, width=80, height=24, force_terminal=True, color_system="truecolor",
             markup=True).print(f)
     ansi = out.getvalue()
-    assert "[red]x?]0;pwned?" in ansi
+    assert "[red]x\\x1b]0;pwned\\x07" in ansi
     assert "\x1b]" not in ansi and "\x07" not in ansi
 
 
@@ -565,8 +566,10 @@ def test_hostile_text_from_the_capture_is_escaped_too():
     assert all(r.isascii() and "\x1b" not in r and "\x07" not in r for r in
                (x.replace("│", "").replace("┌", "").replace("└", "").replace("─", "")
                 .replace("┐", "").replace("┘", "") for x in rows))
-    assert safe("a\x1b[31mb\u202ec") == "a?[31mb?c"
-    assert safe_name("host\u200b.example\x00") == "host?.example?"
+    assert safe("a\x1b[31mb\u202ec") == "a\\x1b[31mb\\u202ec"
+    assert safe_name("host\u200b.example\x00") == "host\\u200b.example\\x00"
+    # printable Unicode is not hostile: it stays, a wide character taking two columns
+    assert safe("中文名") == "中\x00文\x00名\x00"
 
 
 def test_resolver_never_waits_and_caches():
