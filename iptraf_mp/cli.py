@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--max-connections", type=int, default=1_000_000, metavar="N",
                      help="track at most N TCP pairs (default 1M); beyond, the oldest closed "
                           "or timed-out pairs are evicted, then new ones are only counted")
+    eng.add_argument("--max-flows", type=int, default=1_000_000, metavar="N",
+                     help="track at most N non-TCP flows (UDP, ICMP, other; default 1M); "
+                          "beyond, the longest idle flow ends early (counted in the "
+                          "summary as evicted_flows)")
     eng.add_argument("--syn-warn", type=int, default=500, metavar="N",
                      help="warn when a destination has N or more unanswered SYN entries "
                           "(a SYN flood or a port scan; default 500)")
@@ -118,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--shards 0 (one process) is for replay (-r) only")
     if args.max_connections < 1:
         return fail("--max-connections must be at least 1")
+    if args.max_flows < 1:
+        return fail("--max-flows must be at least 1")
     if args.speed is not None and args.speed <= 0:
         return fail("--speed must be positive")
     if not args.background and not sys.stdout.isatty() and not args.json:
@@ -133,7 +139,8 @@ def settings_from(args: argparse.Namespace):
 
     return Settings(tcp_timeout=args.tcp_timeout * 60.0, persistence=args.persistence * 60.0,
                     lower_lines=args.lower_lines, log_events=bool(args.log),
-                    max_pairs=args.max_connections, flow_idle=args.flow_idle * 60.0)
+                    max_pairs=args.max_connections, flow_idle=args.flow_idle * 60.0,
+                    max_flows=args.max_flows)
 
 
 def settings_comment(args: argparse.Namespace) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import config
-from .lines import LineOptions
+from .lines import LineOptions, table_full
 from .model import fmt_addr
 from .rate import FlowRate
 from .resolve import Resolver, Services
@@ -271,6 +271,9 @@ class ConsoleApp:
             if hits:
                 iface, dst, n = hits[0]
                 return f"SYN flood or scan? {n} unanswered SYNs to {fmt_addr(dst)} on {iface}"
+        full = table_full(self.merger.summary())
+        if full:
+            return full
         if self.finished and self.args.read:
             return "end of recording (Q quits)"
         return ""

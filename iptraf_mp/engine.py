@@ -33,6 +33,7 @@ class Summary:
     non_ip: Counter = field(default_factory=Counter)
     malformed: int = 0
     untracked: int = 0  # new TCP connections not tracked: the table was full (floods)
+    evicted_flows: int = 0  # non-TCP flows ended early: the flow table was full (--max-flows)
 
     def to_json(self) -> dict:
         def c(x: Counter) -> dict:
@@ -41,12 +42,13 @@ class Summary:
         return {"type": "summary", "frames": self.frames, "ip": c(self.ip), "tcp": c(self.tcp),
                 "udp": c(self.udp), "icmp": c(self.icmp), "other_ip": c(self.other_ip),
                 "non_ip": c(self.non_ip), "malformed": self.malformed,
-                "untracked": self.untracked}
+                "untracked": self.untracked, "evicted_flows": self.evicted_flows}
 
     def merge(self, other: Summary) -> None:
         self.frames += other.frames
         self.malformed += other.malformed
         self.untracked += other.untracked
+        self.evicted_flows += other.evicted_flows
         for name in ("ip", "tcp", "udp", "icmp", "other_ip", "non_ip"):
             mine, theirs = getattr(self, name), getattr(other, name)
             mine.packets += theirs.packets
@@ -62,6 +64,7 @@ class Settings:
     lower_lines: int = 512  # rule 13
     log_events: bool = False  # collect rule 20 events and lines for a log file
     max_pairs: int = 1_000_000  # --max-connections (per engine: shards share it out)
+    max_flows: int = 1_000_000  # --max-flows, non-TCP flows (per engine, as max_pairs)
     # A non-TCP flow idle this long ends; the next packet starts a new one (othertable.py)
     flow_idle: float = DEFAULT_FLOW_IDLE
 
@@ -105,7 +108,7 @@ class Engine:
                             display=SlotList() if display else None,
                             max_pairs=s.max_pairs)
         self.other = OtherTable(max_lines=s.lower_lines, keep_new=s.log_events,
-                                idle=s.flow_idle)
+                                idle=s.flow_idle, max_flows=s.max_flows)
         self.summary = Summary()
         self.now = 0.0  # monotonic packet clock
         self.started: float | None = None
@@ -186,6 +189,7 @@ class Engine:
     def sync_counters(self) -> None:
         """Counters kept by the tables, into the summary (before it is read)."""
         self.summary.untracked = self.tcp.untracked
+        self.summary.evicted_flows = self.other.evicted
 
     def finish(self) -> None:
         """End of the run: everything still in the engine retires, as the last group."""

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .engine import Summary
 from .model import FRAG_LATER, K_ICMP, K_NON_IP, K_UDP, fmt_addr, fmt_mac
 from .othertable import OtherLine
 from .tcptable import TcpEvent
@@ -210,3 +211,14 @@ def tcp_event_log(ev: TcpEvent, opts: LineOptions) -> str:
 def log_time(ts: float) -> str:
     """ctime() without the newline, as iptraf-ng prefixes every log line."""
     return time.ctime(ts)
+
+
+def table_full(s: Summary) -> str:
+    """The warning once a table's limit is reached, or "" (the screen shows it too)."""
+    parts = []
+    if s.untracked:
+        parts.append(f"TCP table full (--max-connections): {s.untracked} connections "
+                     f"not tracked")
+    if s.evicted_flows:
+        parts.append(f"flow table full (--max-flows): {s.evicted_flows} flows ended early")
+    return "; ".join(parts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from .lines import LineOptions, log_line, log_time, tcp_event_log
+from .lines import LineOptions, log_line, log_time, table_full, tcp_event_log
 from .merge import Merger
 from .model import fmt_addr
 from .text import safe_text
@@ -24,6 +24,7 @@ class LogWriter:
     def __init__(self, path: str, opts: LineOptions) -> None:
         self.path = path
         self.label = f"-L {path}"  # names this output in error messages
+        self.warned_full = False  # the tables' limits were reached (said once)
         self.opts = opts
         self.fh = self._open()
 
@@ -59,6 +60,10 @@ class LogWriter:
         for ts, kind, _i, obj in items:
             self.write(ts, tcp_event_log(obj, self.opts) if kind == 0 else log_line(obj,
                                                                                      self.opts))
+        full = table_full(merger.summary())
+        if full and not self.warned_full:
+            self.warned_full = True
+            self.write(merger.now, f"******** {full} ********")
 
     def active(self, merger: Merger) -> None:
         """SIGUSR1: the active directions, then reopen the file under the same name."""

@@ -85,6 +85,10 @@ class OtherTable:
     ended: list[OtherFlow] = field(default_factory=list)  # ended since then (with `dirty`)
     tick_time: float = _NEVER  # packet time of the newest tick
     expired: int = 0  # flows ended so far
+    # At most this many live flows (--max-flows; shards share it out): a new flow beyond
+    # ends the longest idle one early (300,000 spoofed sources held 363 MiB in one process).
+    max_flows: int = 1_000_000
+    evicted: int = 0  # flows ended early so, counted in the summary
 
     def __post_init__(self) -> None:
         self.lines = deque(maxlen=self.max_lines)
@@ -144,13 +148,22 @@ class OtherTable:
             key = (iface, kind, d.proto, d.src, d.dst, d.sport, d.dport)
         f = self.flows.get(key)
         if f is None:
+            if len(self.flows) >= self.max_flows:
+                self._evict()
             # _new, inlined, and no *key: most flows of a router are new (a DNS query each)
             f = self.flows[key] = OtherFlow(iface, kind, key[2], key[3], key[4], key[5],
                                             key[6], 0, 0, ts, ts, frame_no, False,
                                             self.tick_time, _OPEN, float(int(ts) + 1), key)
         return f
 
+    def _evict(self) -> None:
+        """The table is full: the longest idle flow (the first in idle order) ends now."""
+        self._end([self.flows[next(iter(self.flows))]])
+        self.evicted += 1
+
     def _new(self, ts: float, key: tuple, frame_no: int) -> OtherFlow:
+        if len(self.flows) >= self.max_flows:
+            self._evict()
         f = self.flows[key] = OtherFlow(*key, 0, 0, ts, ts, frame_no, False, self.tick_time,
                                         _OPEN, float(int(ts) + 1), key)
         return f

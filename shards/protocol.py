@@ -87,13 +87,14 @@ def flow_tuples(flows: Iterable[OtherFlow]) -> list[tuple]:
 
 
 def summary_tuple(s: Summary) -> tuple:
-    return (s.frames, s.malformed, s.untracked) + tuple(
+    return (s.frames, s.malformed, s.untracked, s.evicted_flows) + tuple(
         (c.packets, c.bytes) for c in (s.ip, s.tcp, s.udp, s.icmp, s.other_ip, s.non_ip))
 
 
 def summary_from_tuple(t: tuple) -> Summary:
-    frames, malformed, untracked, *cs = t
-    s = Summary(frames=frames, malformed=malformed, untracked=untracked)
+    frames, malformed, untracked, evicted_flows, *cs = t
+    s = Summary(frames=frames, malformed=malformed, untracked=untracked,
+                evicted_flows=evicted_flows)
     s.ip, s.tcp, s.udp, s.icmp, s.other_ip, s.non_ip = (Counter(*c) for c in cs)
     return s
 

@@ -198,7 +198,8 @@ class Pipeline:
         rx, tx = self.ctx.Pipe(duplex=False)
         rings = RingSet([self.rings[p][s] for p in range(len(self.sources))])
         # --max-connections is for the whole monitor: each shard holds its share
-        share = replace(self.settings, max_pairs=max(1, -(-self.settings.max_pairs // self.n)))
+        share = replace(self.settings, max_pairs=max(1, -(-self.settings.max_pairs // self.n)),
+                        max_flows=max(1, -(-self.settings.max_flows // self.n)))
         cfg = ShardConfig(s, len(self.sources), share, self.refresh, self.keep_lines)
         # what it must not hold open: the capture handles and files (the capture processes'
         # own), until the main process has closed its copies

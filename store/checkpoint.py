@@ -292,7 +292,8 @@ _COUNTER_COLUMNS = (
     "session_id", "checkpoint", "wall_time", "packet_time", "frames", "ip_packets", "ip_bytes",
     "tcp_packets", "tcp_bytes", "udp_packets", "udp_bytes", "icmp_packets", "icmp_bytes",
     "other_ip_packets", "other_ip_bytes", "non_ip_packets", "non_ip_bytes", "malformed",
-    "untracked", "kernel_drops", "queue_drops", "queue_dropped_packets", "shard_restarts",
+    "untracked", "evicted_flows", "kernel_drops", "queue_drops", "queue_dropped_packets",
+    "shard_restarts",
     "lost_pairs", "final", "lag_seconds")
 _INSERT_COUNTERS = _Bulk(f"INSERT INTO counters ({_columns(_COUNTER_COLUMNS)}) VALUES ",
                          len(_COUNTER_COLUMNS))
@@ -828,7 +829,7 @@ class StoreSink:
         counters = (s.frames, s.ip.packets, s.ip.bytes, s.tcp.packets, s.tcp.bytes,
                     s.udp.packets, s.udp.bytes, s.icmp.packets, s.icmp.bytes,
                     s.other_ip.packets, s.other_ip.bytes, s.non_ip.packets, s.non_ip.bytes,
-                    s.malformed, getattr(s, "untracked", 0), st.kernel_drops,
+                    s.malformed, s.untracked, s.evicted_flows, st.kernel_drops,
                     st.queue_drops, st.queue_dropped_packets, st.shard_restarts, st.lost_pairs)
         self._seq += 1
         now = time.monotonic()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PAIR_ID_BITS = 44  # tcp_connections.id = session_id << 44 | pair_id
 
 
@@ -104,7 +104,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                    for v in ("packets", "bytes")),
                  "malformed", "untracked", "kernel_drops", "queue_drops",
                  "queue_dropped_packets", "shard_restarts", "lost_pairs", "final",
-                 "lag_seconds"),
+                 "lag_seconds", "evicted_flows"),
     "syn_warnings": ("session_id", "checkpoint", "packet_time", "iface", "dst", "halfopen"),
 }
 
@@ -324,7 +324,15 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("syn_warnings").create_index(["packet_time"])
 
 
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2}
+# ---- version 3 ---------------------------------------------------------------------------
+
+def _v3(db: sqlite_utils.Database) -> None:
+    """--max-flows: non-TCP flows ended early because the flow table was full (0 in the
+    counters of sessions recorded before this column existed, which had no such limit)."""
+    db.execute("ALTER TABLE counters ADD COLUMN evicted_flows INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3}
 
 
 def schema_text(conn: sqlite3.Connection) -> str:

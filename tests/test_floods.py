@@ -99,3 +99,30 @@ def test_store_records_the_syn_flood_sign(tmp_path):
     conn.close()
     assert rows, "no SYN-flood warning recorded"
     assert all(n >= 1000 for _dst, n in rows)
+
+
+def test_max_flows_bounds_the_non_tcp_flow_table():
+    """300,000 spoofed UDP sources held 363 MiB in one process: --max-flows bounds the
+    table; a new flow beyond it ends the longest idle one early, counted in the summary."""
+    from iptraf_mp.decode import decode
+    from iptraf_mp.engine import Engine, Settings
+
+    e = Engine(Settings(max_flows=1000))
+    for i in range(5000):
+        src = bytes((10, i >> 16 & 255, i >> 8 & 255, i & 255))
+        frame = _udp_frame(src, b"\x0a\xff\x00\x01", 1024 + i % 60000, 53)
+        e.feed(1_700_000_000.0 + i * 0.001, "eth0", decode(1, frame, len(frame)), i + 1)
+        assert len(e.other.flows) <= 1000
+    e.sync_counters()
+    assert e.summary.evicted_flows == 4000
+    assert e.summary.udp.packets == 5000  # every packet still counted
+    # the evicted ones are the longest idle: the newest thousand remain
+    assert min(f.id for f in e.other.flows.values()) == 4001
+
+
+def _udp_frame(src: bytes, dst: bytes, sport: int, dport: int) -> bytes:
+    import struct
+
+    udp = struct.pack("!HHHH", sport, dport, 8 + 4, 0) + b"qqqq"
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, src, dst)
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + udp

@@ -469,7 +469,7 @@ class Harness:
             _changed, _retired, fviews = self.store_feed.take()
             self.writer._merge(cp.Snapshot(self.ckpt, time.monotonic(), time.time(),
                                            self.merger.now, [],
-                                           [cp.FLOW_FIELDS(f) for f in fviews], (0,) * 20,
+                                           [cp.FLOW_FIELDS(f) for f in fviews], (0,) * 21,
                                            final))
             self.writer._write()
             assert not self.msgs, self.msgs

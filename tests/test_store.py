@@ -189,7 +189,7 @@ def assert_db_equals_json(db: Path, sid: int, recs: list[dict]) -> None:
                           "ORDER BY checkpoint DESC LIMIT 1", (sid,)).fetchone())
     assert c["final"] == 1
     got = {"type": "summary", "frames": c["frames"], "malformed": c["malformed"],
-           "untracked": c["untracked"]}
+           "untracked": c["untracked"], "evicted_flows": c["evicted_flows"]}
     for k in ("ip", "tcp", "udp", "icmp", "other_ip", "non_ip"):
         got[k] = {"packets": c[f"{k}_packets"], "bytes": c[f"{k}_bytes"]}
     assert {k: got.get(k) for k in summary} == summary
@@ -896,7 +896,7 @@ def _grow(pairs: list[Pair]) -> None:
 def _snapshot(seq: int, pairs: list[Pair]) -> cp.Snapshot:
     pf, ef = cp.PAIR_FIELDS, cp.ENTRY_FIELDS
     return cp.Snapshot(seq, time.monotonic(), time.time(), pairs[-1].last_seen,
-                       [(pf(p), ef(p.a), ef(p.b), False) for p in pairs], [], (0,) * 20)
+                       [(pf(p), ef(p.a), ef(p.b), False) for p in pairs], [], (0,) * 21)
 
 
 def _writer(tmp_path: Path, name: str = "flows.db") -> tuple[Path, cp.Writer, list[str]]:
