@@ -24,7 +24,7 @@ PROGRAMS = {
 }
 # argv[0] of a command the tests or benchmarks build as a list literal
 _EXEC = re.compile(r"(?:subprocess\.(?:run|Popen|check_output|call|check_call)|\bsh|\brun)"
-                   r'\(\s*\[?\s*"([a-z0-9_-]+)"[,\]]')
+                   r'\(\s*\[?\s*"([a-z0-9_][a-z0-9_-]*)"[,\]]')
 
 
 def apt_packages() -> set[str]:
