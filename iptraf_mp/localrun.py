@@ -41,6 +41,7 @@ class LocalRun:
         self._done = False
         self._wall0: float | None = None
         self._ts0 = 0.0
+        self._held: Packet | None = None  # --speed: the next packet, not yet due
         self.on_record = None
         self.on_record_iface = None
         # called between chunks (~20 ms of replay each): paced sinks send meanwhile
@@ -69,23 +70,38 @@ class LocalRun:
         n = self._frames
         finished = self._stop
         speed = self.speed
-        chunk_size = 1 if speed else 4096  # --speed paces every packet
         while not finished:
-            chunk: list = []
-            try:
-                chunk.extend(islice(self._iter, chunk_size))
-            except CaptureFileError as e:
-                # the frames before the damage still count: extend() kept them
-                self.stats.errors.append(str(e))
-                finished = True
+            if speed:
+                # --speed: a packet is fed when it is due, never before (its clock tick and
+                # the timeouts it brings with it would show early); a wait that outlasts
+                # this poll keeps it for the next one, so the screen is redrawn meanwhile
+                rec, self._held = self._held, None
+                if rec is None:
+                    try:
+                        rec = next(self._iter, None)
+                    except CaptureFileError as e:
+                        self.stats.errors.append(str(e))
+                if rec is None:
+                    finished = True
+                    break
+                if not self._due(rec[0], deadline):
+                    self._held = rec
+                    break
+                chunk = [rec]
+            else:
+                chunk = []
+                try:
+                    chunk.extend(islice(self._iter, 4096))
+                except CaptureFileError as e:
+                    # the frames before the damage still count: extend() kept them
+                    self.stats.errors.append(str(e))
+                    finished = True
+                if len(chunk) < 4096:
+                    finished = True
             feed_records(engine, range(n + 1, n + 1 + len(chunk)), chunk, known, late_interface)
             n += len(chunk)
             if self.between is not None:
                 self.between()
-            if len(chunk) < chunk_size:
-                finished = True
-            elif speed:
-                self._pace(chunk[-1][0])
             if time.monotonic() >= deadline:
                 break
         self._frames = n
@@ -99,17 +115,20 @@ class LocalRun:
         self._done = finished
         return not finished
 
-    def _pace(self, ts: float) -> bool:
-        """--speed: sleep so that packet time runs at `speed` times wall time."""
+    def _due(self, ts: float, deadline: float) -> bool:
+        """--speed: wait (until `deadline` at most) for the packet at `ts` to be due, packet
+        time running at `speed` times wall time from the first packet; True once it is."""
         now = time.monotonic()
         if self._wall0 is None:
             self._wall0, self._ts0 = now, ts
-            return False
-        delay = self._wall0 + (ts - self._ts0) / self.speed - now
-        if delay > 0.002:
-            time.sleep(min(delay, self.refresh))
             return True
-        return False
+        due = self._wall0 + (ts - self._ts0) / self.speed
+        while now < due:
+            if now >= deadline:
+                return False
+            time.sleep(min(due, deadline) - now)
+            now = time.monotonic()
+        return True
 
     def stop(self) -> None:
         self._stop = True

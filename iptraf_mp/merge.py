@@ -42,6 +42,7 @@ from .tcptable import END_OPEN, Pair, SlotList
 _INF = float("inf")
 _NEVER = float("-inf")
 _first = itemgetter(0)
+_line_frame = itemgetter(3)
 
 
 @dataclass(slots=True, eq=False)
@@ -132,11 +133,77 @@ class Merger:
         self.incarnation = [0] * nshards  # bumped when a shard is restarted
         self.feeds: list[ChangeFeed] = []
         self.lost_pairs = 0
+        # Replays publish in epochs: every shard at the same position of the stream. An
+        # epoch's publications are applied together once every shard has sent its own, so
+        # what is shown (rows taken and freed, timeouts, the clock) is a state one engine
+        # had, whichever shard ran ahead. Live shards publish by their own timers (epoch -1).
+        self.sent_all = [False] * nshards  # its final publication has come (maybe staged)
+        self._staged: list[deque[Publication]] = [deque() for _ in range(nshards)]
+        self._epoch_seen = [-1] * nshards
+        self._exempt: set[int] = set()  # dead shards, not waited for
+        self.released_epoch = -1  # the newest epoch applied
         self.ignore_ticks: set[int] = set()  # shards restarted: their tick counts mean nothing
 
     def apply(self, pub: Publication) -> None:
-        sh = pub.shard
+        s = pub.shard
+        if pub.final:
+            self.sent_all[s] = True
+        if pub.epoch < 0 or self.n == 1:
+            self._apply(pub)
+            return
+        self._staged[s].append(pub)
+        self._epoch_seen[s] = pub.epoch
+        self._exempt.discard(s)  # a restarted shard is waited for again
+        self._release_epochs()
+
+    def _release_epochs(self) -> None:
+        staged = self._staged
+        while True:
+            heads = [q[0].epoch for q in staged if q]
+            if not heads:
+                return
+            e = min(heads)
+            for s in range(self.n):
+                if self._epoch_seen[s] < e and s not in self._exempt and not self.final[s]:
+                    return  # shard s has not reached epoch e yet
+            group = []
+            for q in staged:
+                while q and q[0].epoch == e:
+                    group.append(q.popleft())
+            self._apply_all(group)
+            self.released_epoch = e
+
+    def _apply(self, pub: Publication) -> None:
+        self._apply_all([pub])
+
+    def _apply_all(self, pubs: list[Publication]) -> None:
+        """Publications taken together (an epoch's, one per shard): their screen events and
+        lines are replayed in stream order across all of them."""
         screen: list[tuple] = []  # (time, order, pair): rows to take and rows freed
+        lines: list[tuple] = []
+        for pub in pubs:
+            self._take(pub, screen)
+            lines += pub.lines
+        # One publication covers many events; replay them in packet-time order, so that a
+        # new pair takes the row of a pair that closed before it was created, as one
+        # engine would do it (rule 8), whatever order the shards listed them in.
+        screen.sort(key=lambda ev: (ev[0], ev[1], ev[2].id))
+        for _ts, order, p in screen:
+            if order == 0:
+                self.display.add(p)
+            else:
+                self.display.mark_closed(p)
+        if len(pubs) > 1:
+            lines.sort(key=_line_frame)
+        for ts, iface, d, frame_no in lines:
+            line = OtherLine(ts, iface, d, frame_no)
+            self.lines.append(line)
+            if self.log_lines is not None:
+                self.log_lines.append(line)
+        self._release()
+
+    def _take(self, pub: Publication, screen: list) -> None:
+        sh = pub.shard
         for t in pub.pairs:
             self._update(sh, t, screen)
         for tick, group in pub.sealed:
@@ -146,20 +213,6 @@ class Merger:
                 dest.append(p)
                 self.pairs.pop(p.id, None)
                 self.owner.pop(p.id, None)
-        # One publication covers many events; replay them in packet-time order, so that a
-        # new pair takes the row of a pair that closed before it was created, as one
-        # engine would do it (rule 8), whatever order the shard listed them in.
-        screen.sort(key=lambda ev: (ev[0], ev[1], ev[2].id))
-        for _ts, order, p in screen:
-            if order == 0:
-                self.display.add(p)
-            else:
-                self.display.mark_closed(p)
-        for ts, iface, d in pub.lines:
-            line = OtherLine(ts, iface, d)
-            self.lines.append(line)
-            if self.log_lines is not None:
-                self.log_lines.append(line)
         self.events.extend(pub.events)
         if pub.flows:
             self._apply_flows(sh, pub.flows)
@@ -175,7 +228,6 @@ class Merger:
         self.evicted[sh] = pub.evicted
         if pub.final:
             self.final[sh] = True
-        self._release()
 
     def _update(self, shard: int, t: tuple | Pair, screen: list) -> Pair:
         shared = isinstance(t, Pair)  # the engine's own object (--shards 0), not a copy
@@ -340,6 +392,10 @@ class Merger:
     def shard_lost(self, shard: int) -> int:
         """A shard died: its pairs' last published state is all there is. They retire now,
         marked LOST, and are counted."""
+        staged = self._staged[shard]
+        while staged:  # what it did publish counts, whether or not the others caught up
+            self._apply(staged.popleft())
+        self._exempt.add(shard)
         lost = [pid for pid, s in self.owner.items() if s == shard]
         group = []
         for pid in sorted(lost):
@@ -358,7 +414,15 @@ class Merger:
         self.summaries[shard] = Summary()
         self._flows_lost(shard)
         self.incarnation[shard] += 1
+        self._release_epochs()  # epochs that waited for it
         return len(group)
+
+    def shard_gone(self, shard: int) -> None:
+        """A shard was killed for good (after shard_lost): nothing more comes from it."""
+        self.final[shard] = self.sent_all[shard] = True
+        self._exempt.add(shard)
+        self._release_epochs()
+        self._release()
 
     def summary(self) -> Summary:
         total = Summary()

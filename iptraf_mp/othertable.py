@@ -33,6 +33,7 @@ class OtherLine:
     ts: float
     iface: str
     d: Decoded  # everything the line shows is in the decoded record
+    frame_no: int = 0  # its place in the stream (lines of several shards merge by it)
 
 
 @dataclass(slots=True, eq=False)
@@ -131,7 +132,7 @@ class OtherTable:
             # aged by whole seconds of activity: the expiry scan needs them in arrival order
             self.frag_firsts[(d.src, d.dst, d.proto, d.ipid)] = (int(act), flow.key)
         if show:
-            line = OtherLine(ts, iface, d)
+            line = OtherLine(ts, iface, d, frame_no)
             self.lines.append(line)
             self.line_count += 1
             if self.keep_new:

@@ -28,6 +28,11 @@ CTL_FLUSH = 0xFFFF_FFFC  # the F key: retire closed pairs (broadcast)
 # first fragment comes, the shards it does not go to drop the note, as one engine would.
 CTL_FRAG_PENDING = 0xFFFF_FFFB
 CTL_FRAG_FIRST = 0xFFFF_FFFA
+# Replays: publish now (wirelen = the epoch's number). Every shard publishes at the same
+# position of the stream, so the merger can show a state one engine had (see Merger).
+CTL_PUBLISH = 0xFFFF_FFF9
+EPOCH_NONE = -1  # a live shard's publications: by its own timer
+EPOCH_FINAL = 1 << 62  # a replay shard's last publication
 CTL_MIN = 0xFFFF_FF00
 
 
@@ -107,7 +112,8 @@ class Publication:
     now: float  # the shard's packet clock
     pairs: list[tuple] = field(default_factory=list)  # changed or new pairs (pair_tuple)
     sealed: list[tuple[int, list[tuple]]] = field(default_factory=list)  # retired, by tick
-    lines: list[tuple] = field(default_factory=list)  # (ts, iface, Decoded) lower-window lines
+    # lower-window lines: (ts, iface, Decoded, frame number)
+    lines: list[tuple] = field(default_factory=list)
     line_count: int = 0  # lines ever made by this shard (lines may be capped per publication)
     events: list = field(default_factory=list)  # TcpEvents for the log
     # other-protocol flows (flow_tuples) that changed or ended, the ended ones first
@@ -120,6 +126,8 @@ class Publication:
     # packet time of the newest tick the shard has processed: flows that began before it are
     # all in this publication or an earlier one
     tick_time: float = float("-inf")
+    # replays: the CTL_PUBLISH it answers (or EPOCH_FINAL); live: EPOCH_NONE
+    epoch: int = -1
 
 
 class RunStartError(Exception):

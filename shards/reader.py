@@ -18,7 +18,7 @@ from iptraf_mp.engine import PacketClock
 
 from .batch import BatchBuilder, carried
 from .hashing import ShardPicker
-from .protocol import CTL_END, CTL_FLUSH, CTL_IFACE, CTL_TICK, iface_record
+from .protocol import CTL_END, CTL_FLUSH, CTL_IFACE, CTL_PUBLISH, CTL_TICK, iface_record
 from .ring import Ring
 
 BATCH_PACKETS = 512
@@ -56,6 +56,7 @@ class ProducerConfig:
     promisc: bool = True
     buffer_bytes: int = 64 << 20  # kernel buffer: 32-64 MiB kept up at the sender's ceiling
     producers: int = 1  # capture processes in the run (live pair ids need room for `index`)
+    refresh: float = 0.25  # replay: how often (wall time) the shards are told to publish
 
 
 class Producer:
@@ -76,6 +77,8 @@ class Producer:
         self.picker = ShardPicker(cfg.nshards)
         self.clock = PacketClock()
         self.ifaces: list[tuple[int, int, str]] = []  # (global index, linktype, name)
+        self.epochs = 0  # CTL_PUBLISH records sent (replay)
+        self.last_epoch = time.monotonic()
 
     def announce(self, ifindex: int, linktype: int, name: str) -> None:
         self.ifaces.append((ifindex, linktype, name))
@@ -85,9 +88,11 @@ class Producer:
         if self.rec_builder is not None:
             self.rec_builder.append(0, 0.0, 0, CTL_IFACE, rec)
 
-    def broadcast(self, ctl: int, ts: float) -> None:
+    def broadcast(self, ctl: int, ts: float, value: int = 0, frames: int = 0) -> None:
+        """A control record to every shard (`value` rides in the wire-length field, and
+        `frames`, the frames read so far, in the frame-number field)."""
         for b in self.builders:
-            b.append(0, ts, 0, ctl, b"")
+            b.append(frames, ts, value, ctl, b"")
 
     def tell_others(self, s: int, ts: float) -> int:
         """The picker chose shard `s` with a note for every other shard (hashing.Note)."""
@@ -96,6 +101,13 @@ class Producer:
             if i != s:
                 b.append(0, ts, note.iplen, note.kind, note.key)
         return s
+
+    def epoch(self, ts: float, frames: int) -> None:
+        """Replay: every shard publishes here, at the same position of the stream (its
+        state as one engine's would be after the `frames` frames before it)."""
+        self.epochs += 1
+        self.last_epoch = time.monotonic()
+        self.broadcast(CTL_PUBLISH, ts, self.epochs, frames)
 
     def check_control(self) -> None:
         """The supervisor asked for a flush (F key) or for interfaces to be announced again
@@ -189,6 +201,7 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
         return
     ifaces = reader.interfaces  # grows as a pcapng file reveals its interfaces
     announced = 0
+    since_epoch = 0  # frames read when the last epoch was sent
     speed = cfg.speed
     try:
         # Per packet: as few attribute lookups and calls as possible (bench_pipeline.py
@@ -201,13 +214,18 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
                     prod.announce(announced, ifaces[announced].linktype,
                                   ifaces[announced].name)
                     announced += 1
-            if advance(ts):
-                prod.broadcast(CTL_TICK, ts)
             if speed:
                 if wall0 is None:
                     wall0, ts0 = time.monotonic(), ts
                 delay = wall0 + (ts - ts0) / speed - time.monotonic()
                 if delay > 0.002:
+                    # caught up with the clock: what came so far (the n - 1 frames before
+                    # this one, which is not due yet) is shown while we wait
+                    if n - 1 > since_epoch and (delay >= cfg.refresh
+                                                or time.monotonic() - prod.last_epoch
+                                                >= cfg.refresh):
+                        prod.epoch(prod.clock.now, n - 1)
+                        since_epoch = n - 1
                     prod.send_all(wait=True)
                     # Paced batches rarely fill, and only a full one looks at stop and F:
                     # look here too, and let stop cut the sleep short. (Not stop.wait(): a
@@ -219,6 +237,10 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
                         time.sleep(min(left, 0.05))
                     if stop.is_set():
                         break
+            # after the pacing: a tick sent before the wait would let the shards time
+            # connections out (and the screen show it) before the packet is due
+            if advance(ts):
+                prod.broadcast(CTL_TICK, ts)
             lt = ifaces[ifidx].linktype
             s = pick(lt, data, wirelen, ifidx) if nshards > 1 else 0
             if s < 0:
@@ -231,6 +253,11 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
                 prod.send(s, wait=True)
                 stats[ST_FRAMES] = n
                 stats[ST_BYTES] = nbytes
+                if time.monotonic() - prod.last_epoch >= cfg.refresh:
+                    prod.epoch(prod.clock.now, n)
+                    since_epoch = n
+                    for i in range(nshards):
+                        prod.send(i, wait=True)
                 prod.check_control()
                 if stop.is_set():
                     break

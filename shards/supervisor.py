@@ -168,7 +168,8 @@ class Pipeline:
             rec = self.record_rings[p] if self.want_record else None
             cfg = ProducerConfig(p, self.n, live=src.path is None, speed=self.speed,
                                  iface_names=[src.iface or ""], ifindex_base=p,
-                                 promisc=self.promisc, producers=nprod)
+                                 promisc=self.promisc, producers=nprod,
+                                 refresh=self.refresh)
             rings = self.rings[p]
             if src.path is not None:
                 args = (run_file_reader, cfg, src.reader or src.path, rings, stats,
@@ -200,7 +201,10 @@ class Pipeline:
         # --max-connections is for the whole monitor: each shard holds its share
         share = replace(self.settings, max_pairs=max(1, -(-self.settings.max_pairs // self.n)),
                         max_flows=max(1, -(-self.settings.max_flows // self.n)))
-        cfg = ShardConfig(s, len(self.sources), share, self.refresh, self.keep_lines)
+        # a replay publishes where its reader says (the same position in every shard)
+        replay = all(src.path is not None for src in self.sources)
+        cfg = ShardConfig(s, len(self.sources), share, self.refresh, self.keep_lines,
+                          epochs=replay)
         # what it must not hold open: the capture handles and files (the capture processes'
         # own), until the main process has closed its copies
         foreign = [] if self._started else [o.handle or o.reader for o in self.sources
@@ -220,7 +224,7 @@ class Pipeline:
 
     def poll(self, timeout: float) -> bool:
         """Take in what the shards published for up to `timeout`; False once all are done."""
-        conns = [c for i, c in enumerate(self.shard_conns) if not self.merger.final[i]]
+        conns = [c for i, c in enumerate(self.shard_conns) if not self.merger.sent_all[i]]
         if not conns:
             return False
         for conn in self._wait(conns, timeout):
@@ -234,7 +238,7 @@ class Pipeline:
         self._collect_errors()
         if self._stop_at is not None and time.monotonic() - self._stop_at > STOP_GRACE:
             self._give_up()
-        return not all(self.merger.final)
+        return not all(self.merger.sent_all)
 
     def _wait(self, conns: list, timeout: float) -> list:
         """The connections with something to read within `timeout`; while a paced sink has
@@ -254,27 +258,27 @@ class Pipeline:
         that will never come, say): a second ^C must not be needed, so it is killed and its
         connections are reported as lost, as if it had died."""
         for s, proc in enumerate(self.shard_procs):
-            if self.merger.final[s]:
+            if self.merger.sent_all[s]:
                 continue
             proc.kill()
             proc.join(1.0)
             self._drain(s)
-            if self.merger.final[s]:
+            if self.merger.sent_all[s]:
                 continue
             lost = self.merger.shard_lost(s)
-            self.merger.final[s] = True
+            self.merger.shard_gone(s)
             self.stats.errors.append(f"shard {s} did not stop within {STOP_GRACE:g} s; "
                                      f"killed, {lost} connections lost")
         self.merger._release()  # groups that waited for the killed shards' ticks
 
     def _watch(self) -> None:
         for s, proc in enumerate(self.shard_procs):
-            if self.merger.final[s] or proc.is_alive():
+            if self.merger.sent_all[s] or proc.is_alive():
                 continue
             # A shard that finished normally exits right after sending its final publication;
             # if it exited between our wait() and here, that publication is still in its pipe.
             self._drain(s)
-            if self.merger.final[s]:
+            if self.merger.sent_all[s]:
                 proc.join(0)
                 continue
             proc.join(0)
@@ -313,7 +317,7 @@ class Pipeline:
         """Apply whatever shard `s` published and we have not read yet."""
         conn = self.shard_conns[s]
         try:
-            while not self.merger.final[s] and conn.poll(0):
+            while not self.merger.sent_all[s] and conn.poll(0):
                 self.merger.apply(conn.recv())
         except (EOFError, OSError):
             pass  # the rest of a message cut short by the shard's death is lost with it

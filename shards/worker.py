@@ -28,7 +28,10 @@ from .protocol import (
     CTL_FRAG_FIRST,
     CTL_FRAG_PENDING,
     CTL_IFACE,
+    CTL_PUBLISH,
     CTL_TICK,
+    EPOCH_FINAL,
+    EPOCH_NONE,
     MAX_IFACES,
     Publication,
     flow_tuples,
@@ -54,6 +57,8 @@ class ShardConfig:
     settings: Settings
     refresh: float = 0.25  # rule 19: 4 publications per second by default
     keep_lines: bool = True  # publish lower-window lines (the console and the log want them)
+    # replay: publish at the readers' CTL_PUBLISH records, not by a timer of its own
+    epochs: bool = False
 
 
 def run_shard(cfg: ShardConfig, rings: RingSet, conn: Connection) -> None:
@@ -80,14 +85,15 @@ class Shard:
         cfg = self.cfg
         next_pub = time.monotonic() + cfg.refresh
         while self.ended < cfg.producers:
-            buf = self.rings.get(max(0.0, next_pub - time.monotonic()))
+            buf = self.rings.get(cfg.refresh if cfg.epochs
+                                 else max(0.0, next_pub - time.monotonic()))
             if buf is not None:
                 self.process(buf)
-            if time.monotonic() >= next_pub:
+            if not cfg.epochs and time.monotonic() >= next_pub:
                 self.publish()
                 next_pub = time.monotonic() + cfg.refresh
         self.engine.finish()
-        self.publish(final=True)
+        self.publish(final=True, epoch=EPOCH_FINAL if cfg.epochs else EPOCH_NONE)
 
     def process(self, buf: bytes) -> None:
         numbers, records = split_batch(buf)
@@ -110,6 +116,8 @@ class Shard:
             self.ended += 1
         elif ifindex == CTL_FLUSH:
             engine.flush()
+        elif ifindex == CTL_PUBLISH:
+            self.publish(epoch=wirelen, now=ts)
         elif ifindex == CTL_FRAG_PENDING:
             fk = parse_frag_key(data)
             if fk not in engine.tcp.frags:
@@ -117,8 +125,14 @@ class Shard:
         elif ifindex == CTL_FRAG_FIRST:
             engine.tcp.frag_pending.pop(parse_frag_key(data), None)
 
-    def publish(self, final: bool = False) -> None:
+    def publish(self, final: bool = False, epoch: int = EPOCH_NONE,
+                now: float | None = None) -> None:
+        """`now`: the run's packet clock where the epoch was cut (a shard's own clock is
+        the newest of its packets, which another shard may have passed)."""
         pub = make_publication(self.engine, self.cfg.index, self.seq, self.decoded, final)
+        pub.epoch = epoch
+        if now is not None and now > pub.now:
+            pub.now = now
         self.seq += 1
         try:
             self.conn.send(pub)
@@ -137,7 +151,12 @@ def make_publication(engine: Engine, index: int, seq: int, decoded: int,
     tcp = engine.tcp
     pairs = tcp.pairs
     conv = (lambda p: p) if share else pair_tuple
-    changed = [conv(pairs[pid]) for pid in tcp.dirty if pid in pairs]
+    # Pairs that changed and then retired since the last tick are not sealed yet: their new
+    # state (timed out, say) goes out now all the same, as --shards 0's merger, which holds
+    # the engine's own objects, shows it at once.
+    unsealed = {p.id: p for p in tcp.retired} if tcp.retired else {}
+    changed = [conv(pairs[pid] if pid in pairs else unsealed[pid]) for pid in tcp.dirty
+               if pid in pairs or pid in unsealed]
     tcp.dirty.clear()
     sealed = [(tick, [conv(p) for p in group]) for tick, group in engine.sealed]
     engine.sealed.clear()
@@ -145,7 +164,7 @@ def make_publication(engine: Engine, index: int, seq: int, decoded: int,
     # The screen shows at most the newest 512; a log file wants every line.
     keep = other.new_lines if engine.settings.log_events else \
         other.new_lines[-MAX_LINES_PER_PUBLICATION:]
-    lines = [(ln.ts, ln.iface, ln.d) for ln in keep]
+    lines = [(ln.ts, ln.iface, ln.d, ln.frame_no) for ln in keep]
     other.new_lines.clear()
     # Ended flows are no longer in the dirty set: their final state goes out here, once.
     flows = flow_tuples(other.ended)

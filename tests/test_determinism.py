@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from iptraf_mp.engine import Settings
 
 from .conftest import CORPUS, FIXTURES, corpus_files
-from .helpers.inprocess import local_json, sharded_json
+from .helpers.inprocess import local_json, one_engine_screens, sharded, sharded_json
 from .helpers.streams import FLOW_IDLE, TIMEOUT, seed_frames, stream
 
 SEEDS = seed_frames([CORPUS / "malformed", FIXTURES])
@@ -54,6 +54,29 @@ def test_generated_streams_same_json_for_any_shard_count(tmp_path_factory, seed,
     for n in (1, 2, 4):
         got = sharded_json(str(path), n, SETTINGS, seed=seed + n, publish_every=publish)
         assert got == one, f"{n} shards, stream seed {seed}: {first_difference(one, got)}"
+    EXAMPLES["streams"] += 1
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1),
+       frames=st.integers(min_value=20, max_value=800),
+       back=st.sampled_from((0.0, 0.05)),
+       batch=st.sampled_from((1, 3, 16, 64)))
+def test_screen_at_every_epoch_is_one_engine_s(tmp_path_factory, seed, frames, back, batch):
+    """A replay's shards publish in epochs (all at one stream position); the merger applies
+    an epoch once every shard has sent it. So at every epoch the TCP window (rows, which
+    row each pair took, the closed rows in closing order, counts, states) and the clock are
+    what one engine showed after the same frames, however the shards' publications
+    interleave."""
+    path = stream(seed, frames, SEEDS, tmp_path_factory.mktemp("s") / "s.pcapng",
+                  mutated=0.1, back=back, gaps=0.05)
+    for n in (2, 4):
+        run = sharded(str(path), n, SETTINGS, seed=seed + n, batch=batch)
+        ref = one_engine_screens(str(path), SETTINGS, set(run.screens))
+        assert run.screens or not run.epochs, "no epoch was released"
+        for at, screen in run.screens.items():
+            assert screen == ref[at], f"{n} shards, stream seed {seed}, after {at} frames"
     EXAMPLES["streams"] += 1
 
 
