@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import config
-from .lines import LineOptions, table_full
+from .lines import LineOptions, screen_line, table_full
 from .model import fmt_addr
 from .rate import FlowRate
 from .resolve import Resolver, Services
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # rich is imported only when a screen is drawn
 TOP_N = 5  # connections in the exit summary
 STOP_GRACE = 5.0  # seconds to let the pipeline write out what it holds after a quit
 KEY_POLL = 0.05  # longest wait between looks at the keyboard (iptraf-ng polls at 50 ms)
+ANNOUNCE_SECONDS = 5.0  # the outputs' status lines (the store's file) show this long at start
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -119,6 +120,7 @@ class ConsoleApp:
         self.anchor = None  # the first lower-window line shown while scrolled back
         self.first_now = 0.0  # packet clock at the first packet (replay's elapsed time)
         self.finished = False  # the run is over (end of recording, or stopped)
+        self.ended_at: float | None = None  # when the console noticed it (monotonic)
         self.redraw = False  # Ctrl-L: clear the terminal before the next frame
         self.messages: list[str] = []  # what was written to stderr while the screen was up
         self.size = (80, 24)
@@ -157,12 +159,21 @@ class ConsoleApp:
         lay = layout(*self.size)
         return max(1, lay.tcp_rows), max(1, lay.lower_rows)
 
+    def _lower_hidden(self, lines, page: int) -> int:
+        """How far the longest lower-window line on view runs past the window."""
+        first, end = lower_range(self.st, len(lines), page)
+        opts = LineOptions(show_mac=self.opts.show_mac, kbytes=self.opts.kbytes)
+        longest = max((len(safe(screen_line(lines[n], opts))) for n in range(first, end)),
+                      default=0)
+        return max(0, longest + 1 - (self.size[0] - 2))
+
     def key(self, k: str) -> None:
         st = self.st
         snap_pairs, snap_lines = self._sources()
         tcp_page, lower_page = self._pages()
         was_paused = st.paused
-        act = handle_key(st, k, 2 * len(snap_pairs), tcp_page, len(snap_lines), lower_page)
+        act = handle_key(st, k, 2 * len(snap_pairs), tcp_page, len(snap_lines), lower_page,
+                         self._lower_hidden(snap_lines, lower_page))
         if act is not None:
             if act.kind == "flush":
                 self.monitor.run.request_flush()
@@ -223,7 +234,7 @@ class ConsoleApp:
                 kbytes=self.opts.kbytes, services=self.services)
             if pairs:
                 pair, e = tcp_row_entry(pairs, st.bar)
-                self.rate.sample((pair.id, st.bar & 1), merger.now, e.bytes)
+                self.rate.sample((pair.id, st.bar & 1), self._rate_clock(), e.bytes)
                 snap.rate = self.rate.bytes_per_second()
         if self.resolver is not None:
             snap.names = self.resolver.names(self._visible_addrs(snap, tcp_page, lower_page))
@@ -247,6 +258,16 @@ class ConsoleApp:
     def frame(self, width: int, height: int) -> Frame:
         self.size = (width, height)
         return render(self.st, self.snapshot(), width, height)
+
+    def _rate_clock(self) -> float:
+        """The packet clock, and once a replay has ended, time going on at its pace: the
+        highlighted rate then decays to 0 over its 5 seconds instead of staying frozen."""
+        now = self.merger.now
+        if not self.finished:
+            return now
+        if self.ended_at is None:
+            self.ended_at = time.monotonic()
+        return now + (time.monotonic() - self.ended_at) * (self.args.speed or 1.0)
 
     def _elapsed(self) -> float:
         if self.args.read:
@@ -274,6 +295,9 @@ class ConsoleApp:
         full = table_full(self.merger.summary())
         if full:
             return full
+        if time.time() - self.monitor.started < ANNOUNCE_SECONDS and self.monitor.sinks:
+            # where the history goes, said on screen (stderr is under the screen)
+            return "; ".join(sink.status_line() for sink in self.monitor.sinks)
         if self.finished and self.args.read:
             return "end of recording (Q quits)"
         return ""

@@ -39,8 +39,14 @@ ICMP_UNREACH = ("ntwk", "host", "proto", "port", "DF set", "src rte fail", "net 
                 "net unrch for TOS", "host unrch for TOS", "pkt fltrd", "prec violtn",
                 "prec cutoff")
 ICMP6_DESC = {1: "dest unrch", 2: "pkt too big", 3: "time exceeded", 4: "param prob",
-              128: "echo req", 129: "echo rply", 133: "router sol", 134: "router adv",
-              135: "neigh sol", 136: "neigh adv", 137: "redirect"}
+              128: "echo req", 129: "echo rply", 130: "MLD query", 131: "MLD report",
+              132: "MLD done", 133: "router sol", 134: "router adv", 135: "neigh sol",
+              136: "neigh adv", 137: "redirect", 138: "router renum", 139: "node info qry",
+              140: "node info rep", 141: "inv neigh sol", 142: "inv neigh adv",
+              143: "MLDv2 report", 144: "home agt req", 145: "home agt rep",
+              146: "mob pfx sol", 147: "mob pfx adv", 148: "cert path sol",
+              149: "cert path adv", 151: "mcast rtr adv", 152: "mcast rtr sol",
+              153: "mcast rtr term", 155: "RPL control"}
 ICMP6_UNREACH = ("no route", "admin", "not beyondsp", "unreach addr", "no port")
 OSPF_TYPES = {1: "hlo", 2: "DB desc", 3: "LSR", 4: "LSU", 5: "LSA"}
 

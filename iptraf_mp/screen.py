@@ -33,8 +33,10 @@ from .tcptable import Entry, Pair, flag_column
 from .text import escape_char, safe_text
 from .view import LOWER, TCP, VIEW_MAC, VIEW_SIZES, ViewState
 
-MIN_WIDTH = 50  # below this (or MIN_HEIGHT) the screen only says it is too small
-MIN_HEIGHT = 14
+# Below this (or MIN_HEIGHT) the screen only says it is too small, as iptraf-ng refuses to
+# run smaller: narrower, the columns would show misleading figures ("IP 0M" for 260 kB).
+MIN_WIDTH = 80
+MIN_HEIGHT = 24
 HOST_FULL = 45  # "ffff:...:ffff" (39) + ":" + port (5): IPv6 is never cut at 80 columns
 FLAG_W = 7  # "TIMEOUT"
 
@@ -161,6 +163,9 @@ def layout(width: int, height: int) -> Layout:
     inner = height - 9  # title, 4 box borders, 2 summary rows, status, help
     lower = max(2, inner * 3 // 10)
     tcp = inner - lower
+    if tcp & 1:  # whole pairs: a ┌ row never without its └ partner
+        tcp -= 1
+        lower += 1
     return Layout(width, height, 1, tcp, tcp + 3, lower, columns(width))
 
 
@@ -357,8 +362,9 @@ def render(st: ViewState, snap: Snapshot, width: int, height: int) -> Frame:
     lay = layout(width, height)
     f = Frame(width, height)
     if lay.too_small:
-        for y, line in enumerate((f"{width}x{height} is too small:", "iptraf-mp needs 80x24",
-                                  "Q quits")):
+        for y, line in enumerate((f"Terminal too small ({width}x{height}):",
+                                  f"iptraf-mp needs {MIN_WIDTH}x{MIN_HEIGHT}.",
+                                  "Make it larger, or Q quits.")):
             f.put(y, 0, line)
         return f
     _title(f, st, snap)
@@ -379,15 +385,21 @@ def _title(f: Frame, st: ViewState, snap: Snapshot) -> None:
     from . import __version__
 
     f.put(0, 0, " " * f.width, "title")
-    f.put(0, 0, f" iptraf-mp {__version__}  {safe(snap.source)}", "title")
     right = []
     if snap.notice:
         right.append(safe(snap.notice))
     if st.paused:
         right.append("PAUSED (P resumes)")
-    if right:
-        text = "  ".join(right) + " "
-        f.put(0, max(0, f.width - len(text)), text, "title")
+    rtext = " │ " + "  ".join(right) + " " if right else ""
+    if len(rtext) > f.width // 2 + 10:
+        rtext = _clip(rtext, f.width // 2 + 9) + "…"
+    left = f" iptraf-mp {__version__}  {safe(snap.source)}"
+    room = f.width - len(rtext)
+    if len(left) > room:  # the file name gives way, cut where it shows it is cut
+        left = _clip(left, max(0, room - 1)) + "…"
+    f.put(0, 0, left, "title")
+    if rtext:
+        f.put(0, f.width - len(rtext), rtext, "title")
 
 
 def _border(f: Frame, y: int, top: bool) -> None:
@@ -509,10 +521,10 @@ def _lower_window(f: Frame, lay: Layout, st: ViewState, snap: Snapshot) -> None:
             f.boxed(y, (" " + text)[:inner])
         else:
             f.boxed(y, "")
-    if st.lower_top is None or end >= len(lines):
+    if len(lines) <= lay.lower_rows or first == 0 and st.lower_top is not None:
+        where = " Top "  # as iptraf-ng says until the window has filled
+    elif st.lower_top is None or end >= len(lines):
         where = " Bottom "
-    elif first == 0:
-        where = " Top "
     else:
         where = f" {first + 1}-{end} of {len(lines)} "
     f.put(bottom, 1, where, "label")
@@ -566,25 +578,32 @@ def _help_line(f: Frame, lay: Layout, st: ViewState) -> None:
     elif st.help:
         items = ["any key-close help"]
     else:
-        second = "M-more TCP info" if st.active == TCP else "Lft/Rt-vtcl scrl"
-        # by priority: what fits at 80 columns first, then the rest as width allows
-        prio = ["Up/Dn/PgUp/PgDn-scroll", second, "W-chg actv win", "S-sort TCP",
-                "?-help", "X-exit", "F-flush", "P-resume" if st.paused else "P-pause"]
-        order = ["Up/Dn/PgUp/PgDn-scroll", second, "W-chg actv win", "S-sort TCP",
-                 "F-flush", prio[7], "?-help", "X-exit"]
-        # Try two spaces between items, then one, then no leading space; keep the items that
-        # fit by priority. The first six always fit at 80 columns.
-        for lead, sep in ((" ", "  "), (" ", " "), ("", " ")):
-            chosen: list[str] = []
-            used = len(lead)
-            for item in prio:
-                add = len(item) + (len(sep) if chosen else 0)
-                if used + add <= f.width - 1:
-                    chosen.append(item)
-                    used += add
-            if len(chosen) >= 6:
+        paused = "P-resume" if st.paused else "P-pause"
+        full = ["Up/Dn/PgUp/PgDn-scroll",
+                "M-more TCP info" if st.active == TCP else "Lft/Rt-vtcl scrl",
+                "W-chg actv win", "S-sort TCP", "F-flush", paused, "?-help", "X-exit"]
+        compact = ["Up/Dn/PgUp/PgDn-scrl", "M-more" if st.active == TCP else "Lft/Rt-scrl",
+                   "W-window", "S-sort", "F-flush", paused, "?-help", "X-exit"]
+        # every key, in full if it fits, else in the compact words; two spaces between
+        # items, then one; at the very narrowest, what fits of the compact ones
+        items, lead, sep = compact, "", " "
+        found = False
+        for words in (full, compact):
+            for lead_, sep_ in ((" ", "  "), (" ", " ")):
+                if len(lead_) + sum(map(len, words)) + len(sep_) * (len(words) - 1) \
+                        <= f.width - 1:
+                    items, lead, sep = words, lead_, sep_
+                    found = True
+                    break
+            if found:
                 break
-        items = [i for i in order if i in chosen]
+        if not found:
+            used, chosen = 0, []
+            for item in compact:
+                if used + len(item) + (1 if chosen else 0) <= f.width - 1:
+                    chosen.append(item)
+                    used += len(item) + (1 if len(chosen) > 1 else 0)
+            items = chosen
     if st.sort_pending or st.help:
         lead, sep = " ", "  "
     text = lead

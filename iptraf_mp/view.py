@@ -48,8 +48,9 @@ def _clamp(v: int, lo: int, hi: int) -> int:
 
 
 def handle_key(st: ViewState, key: str, tcp_rows: int, tcp_page: int, lower_lines: int,
-               lower_page: int) -> Action | None:
-    """Apply one key. `tcp_rows` = 2 x pairs; pages are the windows' heights in rows."""
+               lower_page: int, lower_hidden: int = HSCROLL) -> Action | None:
+    """Apply one key. `tcp_rows` = 2 x pairs; pages are the windows' heights in rows;
+    `lower_hidden`: how far the longest line on view runs past the lower window."""
     if st.sort_pending:
         st.sort_pending = False
         k = key.upper()
@@ -90,7 +91,7 @@ def handle_key(st: ViewState, key: str, tcp_rows: int, tcp_page: int, lower_line
     if st.active == TCP:
         _move_tcp(st, k, tcp_rows, max(1, tcp_page))
     else:
-        _move_lower(st, k, lower_lines, max(1, lower_page))
+        _move_lower(st, k, lower_lines, max(1, lower_page), lower_hidden)
     return None
 
 
@@ -114,16 +115,20 @@ def _move_tcp(st: ViewState, k: str, rows: int, page: int) -> None:
 
 
 def fit_tcp(st: ViewState, rows: int, page: int) -> None:
-    """Keep the bar inside the table and the window around the bar (after any change)."""
+    """Keep the bar inside the table and the window around the bar (after any change); the
+    window starts at a pair (an even row), so pairs are shown whole when the page is even."""
     st.bar = _clamp(st.bar, 0, max(0, rows - 1))
     if st.bar < st.top:
         st.top = st.bar
     elif st.bar >= st.top + page:
         st.top = st.bar - page + 1
     st.top = _clamp(st.top, 0, max(0, rows - page))
+    if st.top & 1:
+        # to the pair's first row, or past it if the bar would fall off the bottom
+        st.top += 1 if st.bar >= st.top - 1 + page else -1
 
 
-def _move_lower(st: ViewState, k: str, lines: int, page: int) -> None:
+def _move_lower(st: ViewState, k: str, lines: int, page: int, hidden: int) -> None:
     bottom = max(0, lines - page)
     top = bottom if st.lower_top is None else st.lower_top
     if k == "UP":
@@ -141,7 +146,8 @@ def _move_lower(st: ViewState, k: str, lines: int, page: int) -> None:
     elif k == "LEFT":
         st.lower_hoff = 0
     elif k == "RIGHT":
-        st.lower_hoff = HSCROLL
+        # as far as what is hidden (a fixed 60 would leave a wide window nearly empty)
+        st.lower_hoff = max(0, hidden)
     top = _clamp(top, 0, bottom)
     # at the bottom the window follows new lines again, as iptraf-ng's auto-scroll does
     st.lower_top = None if top >= bottom else top

@@ -783,6 +783,10 @@ class StoreSink:
             self.report(f"flow store: {self.pending} checkpoints could not be written to "
                         f"{self.path} ({w.error}); the session stays marked unclean")
 
+    def status_line(self) -> str:
+        """One line for the console (shown when the run starts)."""
+        return f"flow store: {self.path} (session {self.session_id})"
+
     def failed(self) -> list[str]:
         """Checkpoints lost (reported as they failed): the exit status says so."""
         if self._finished:

@@ -16,7 +16,8 @@ from .schema import SchemaError, default_db_path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("flow store (query it with `iptraf-mp sql`)")
     g.add_argument("--db", metavar="PATH",
-                   help=f"SQLite file for the flow history (default: {default_db_path()})")
+                   help=f"SQLite file for the flow history (live capture: by default "
+                        f"{default_db_path()}; a replay writes one only with --db)")
     g.add_argument("--no-db", dest="no_db", action="store_true",
                    help="do not write the flow history")
     g.add_argument("--checkpoint", type=float, default=DEFAULT_INTERVAL, metavar="SEC",
@@ -44,6 +45,10 @@ def make_sink(args: argparse.Namespace) -> StoreSink | None:
     if getattr(args, "no_db", False):
         if args.db:
             raise SinkError("--db and --no-db cannot be used together")
+        return None
+    if args.read and not args.db:
+        # A replay (a regression run, say) writes a store only when asked: in the default
+        # store it would pile into the live history.
         return None
     if args.checkpoint < 0:
         raise SinkError("--checkpoint must be 0 or more seconds")

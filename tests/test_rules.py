@@ -470,7 +470,7 @@ def test_rule15_keys_move_bar_switch_window_quit_pause_help():
         handle_key(st, k, tcp_rows=10, tcp_page=4, lower_lines=20, lower_page=5)
     assert (st.bar, st.top) == (3, 0)
     handle_key(st, "DOWN", 10, 4, 20, 5)
-    assert (st.bar, st.top) == (4, 1)  # scrolled to keep the bar visible
+    assert (st.bar, st.top) == (4, 2)  # scrolled to keep the bar visible, by a whole pair
     handle_key(st, "END", 10, 4, 20, 5)
     assert (st.bar, st.top) == (9, 6)
     handle_key(st, "HOME", 10, 4, 20, 5)

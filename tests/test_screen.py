@@ -142,12 +142,15 @@ def test_every_row_fills_the_terminal_exactly(size):
 
 def test_layout_at_80x24_and_160x50():
     small, big = layout(80, 24), layout(160, 50)
-    assert (small.tcp_rows, small.lower_rows) == (11, 4)
-    assert (big.tcp_rows, big.lower_rows) == (29, 12)
+    # whole pairs: an even number of TCP rows (the odd one goes to the lower window)
+    assert (small.tcp_rows, small.lower_rows) == (10, 5)
+    assert (big.tcp_rows, big.lower_rows) == (28, 13)
     # extra width goes to the host column once the numbers and interface have room
     assert columns(80).host_w == 45 and columns(160).host_w > 100
     assert columns(160).if_w == 16 and columns(80).if_w == 6
     assert layout(40, 10).too_small
+    # iptraf-ng's minimum: narrower or shorter, no figures that would mislead
+    assert layout(79, 24).too_small and layout(80, 23).too_small and not small.too_small
 
 
 def test_too_small_terminal_says_so():
@@ -247,7 +250,7 @@ def test_only_the_rows_on_screen_are_read():
     st = ViewState(bar=1_000_000, top=999_990)
     render(st, Snapshot(pairs=pairs), 160, 50)
     assert len(pairs.seen) <= layout(160, 50).tcp_rows // 2 + 1
-    assert " TCP: 1000000 entries " in render(st, Snapshot(pairs=pairs), 80, 24).text()[13]
+    assert " TCP: 1000000 entries " in render(st, Snapshot(pairs=pairs), 80, 24).text()[12]
 
 
 def test_boxed_row_is_what_the_borders_and_the_text_put_give():
@@ -372,24 +375,27 @@ def test_s_shows_the_sort_box_then_b_sorts_by_bytes():
 def test_f_flushes_closed_reset_and_timed_out_rows():
     app = app_with([mkpair(1), mkpair(2, reset=(True, False)), mkpair(3, timed_out=True),
                     mkpair(4, a=("10.0.0.7", 7))])
-    assert " TCP:      4 entries " in app.frame(80, 24).text()[13]
+    assert " TCP:      4 entries " in app.frame(80, 24).text()[12]
     app.key("F")
     rows = app.frame(80, 24).text()
     assert app.monitor.run.flushes == 1
-    assert " TCP:      2 entries " in rows[13]
+    assert " TCP:      2 entries " in rows[12]
     assert rows[4].startswith("│┌10.0.0.7:7 ")
 
 
 def test_w_moves_active_and_the_help_line():
     app = app_with([mkpair(1)], lines=[udp_line(i) for i in range(3)])
     rows = app.frame(80, 24).text()
-    assert "Active" in rows[13] and "Active" not in rows[19]
-    assert "M-more TCP info" in rows[23] and "X-exit" in rows[23]
+    assert "Active" in rows[12] and "Active" not in rows[19]
+    # at 80 columns every key fits in the compact words, P-pause and F-flush included
+    for item in ("M-more", "W-window", "S-sort", "F-flush", "P-pause", "?-help", "X-exit"):
+        assert item in rows[23], (item, rows[23])
+    assert "M-more TCP info" in app.frame(100, 30).text()[29]  # in full where it fits
     app.key("W")
     rows = app.frame(80, 24).text()
     assert app.st.active == LOWER
-    assert "Active" not in rows[13] and "Active" in rows[19]
-    assert "Lft/Rt-vtcl scrl" in rows[23] and "X-exit" in rows[23]
+    assert "Active" not in rows[12] and "Active" in rows[19]
+    assert "Lft/Rt-scrl" in rows[23] and "X-exit" in rows[23]
     app.key("TAB")
     assert app.st.active == TCP
 
@@ -401,13 +407,13 @@ def test_bar_moves_and_the_window_scrolls_to_keep_it():
     for _ in range(11):
         app.key("DOWN")
     f = app.frame(80, 24)
-    assert app.st.bar == 11 and app.st.top == 1
-    assert any(s[2] == "bar" for s in f.spans[12])  # the last TCP row on screen
+    assert app.st.bar == 11 and app.st.top == 2  # whole pairs: the window starts at one
+    assert any(s[2] == "bar" for s in f.spans[11])  # the last TCP row on screen
     app.key("PGDN")
-    assert app.st.bar == 22
+    assert app.st.bar == 21  # a page: the 10 TCP rows of 80x24
     app.key("END")
     rows = app.frame(80, 24).text()
-    assert app.st.bar == 39 and rows[12].startswith("│└10.0.0.2:80")
+    assert app.st.bar == 39 and rows[11].startswith("│└10.0.0.2:80")
     app.key("HOME")
     assert (app.st.bar, app.st.top) == (0, 0)
 
@@ -421,7 +427,7 @@ def test_lower_window_newest_at_the_bottom_scrolls_back_and_sideways():
     app.key("W")
     app.key("UP")
     rows = app.frame(80, 24).text()
-    assert ":5018 " in rows[18] and " 16-19 of 20 " in rows[19]
+    assert ":5018 " in rows[18] and " 15-19 of 20 " in rows[19]
     # new lines arrive and the oldest drop off: the view stays on the same lines
     app.merger.lines = type(app.merger.lines)(lines, maxlen=20)
     app.merger.lines.append(udp_line(20))
@@ -482,7 +488,7 @@ def test_resize_keeps_the_bar_on_screen():
         app.key("DOWN")
     assert app.st.bar == 25 and app.st.top == 0
     rows = app.frame(80, 24).text()
-    assert app.st.top == 15 and rows[12].startswith("│└10.0.0.2:80")
+    assert app.st.top == 16 and rows[11].startswith("│└10.0.0.2:80")
 
 
 # ---- summary and status ----------------------------------------------------------------------
@@ -546,7 +552,7 @@ def test_hostile_ptr_name_reaches_the_screen_escaped():
     rows = f.text()
     # ESC and BEL shown as their escapes (iptraf_mp/text.py), so what was sent can be read
     assert rows[2].startswith("│┌[red]x\\x1b]0;pwned\\x07:1234 ")
-    assert "from [red]x\\x1b]0;pwned\\x07:5001 to 10.0.0.9:53" in rows[15]
+    assert "from [red]x\\x1b]0;pwned\\x07:5001 to 10.0.0.9:53" in rows[14]
     assert all("\x1b" not in r and "\x07" not in r for r in rows)
     # through rich, with colour: the name is text, not markup, and no OSC sequence appears
     from rich.console import Console
@@ -718,7 +724,8 @@ def test_console_over_the_demo_recording_and_the_exit_summary():
     run = LocalRun(str(DEMO), Settings())
     mon = Monitor(run)
     mon.start()
-    args = argparse.Namespace(read=str(DEMO), iface=None, write="/tmp/rec.pcapng", json=None)
+    args = argparse.Namespace(read=str(DEMO), iface=None, write="/tmp/rec.pcapng", json=None,
+                              speed=None)
     app = ConsoleApp(mon, args, LineOptions())
     try:
         while mon.step(0.5):

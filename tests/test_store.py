@@ -398,9 +398,12 @@ def test_default_path_is_under_xdg_data_home_and_printed(tmp_path, monkeypatch, 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     expected = tmp_path / "data" / "iptraf-mp" / "flows.db"
     assert default_db_path() == expected
-    rc = main(["-r", str(ROOT / "fixtures" / "handshake_close.pcap"), "-B", "--json",
-               str(tmp_path / "o.jsonl")])
-    assert rc == 0
+    cap = str(ROOT / "fixtures" / "handshake_close.pcap")
+    # a replay writes a store only with --db: regression replays stay out of the history
+    assert main(["-r", cap, "-B", "--json", str(tmp_path / "o.jsonl")]) == 0
+    assert not expected.exists() and "flow store" not in capsys.readouterr().err
+    assert main(["-r", cap, "-B", "--json", str(tmp_path / "o.jsonl"), "--db",
+                 str(expected)]) == 0
     assert str(expected) in capsys.readouterr().err
     assert stat.S_IMODE(expected.stat().st_mode) == 0o600
     monkeypatch.delenv("XDG_DATA_HOME")
