@@ -176,3 +176,63 @@ def test_sigterm_restores_the_terminal(pane_factory):
     rows = pane.wait(lambda r: "EXIT=" in joined(r), "the program to stop", 30)
     assert "packets captured" in joined(rows)  # the exit summary
     pane.wait(sane, "stty -a", 10)
+
+
+# ---- paced replays: the screen is one engine's at every moment, for any shard count -------
+
+TIME = re.compile(r"Time: (\d+):(\d\d):(\d\d)")
+
+
+def shown_time(rows: list[str]) -> int | None:
+    for r in rows:
+        m = TIME.search(r)
+        if m:
+            return int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3])
+    return None
+
+
+@pytest.mark.parametrize("speed", ["100", "400"])
+def test_paced_replay_screens_equal_for_one_engine_and_shards(tmp_path, speed):
+    """fixtures/timeout.pcap: 40070 and 40071 time out when the packet at 964 s comes,
+    40072 then takes 40070's row (rule 8). Before: with shards the clock ran 16 minutes
+    ahead of the packets (a tick was sent before the pacing wait), and at the end 40071's
+    TIMEOUT row was gone (a new pair took a row by publication order, not packet order)."""
+    cap = ROOT / "fixtures" / "timeout.pcap"
+    panes = {}
+    for name, shards in (("one", "--shards 0"), ("sharded", "")):
+        (tmp_path / name).mkdir()
+        panes[name] = Pane(tmp_path / name, f"{IPTRAF} -r {cap} --speed {speed} {shards}")
+    try:
+        seen: dict[str, dict[int, set]] = {"one": {}, "sharded": {}}
+        ends: dict[str, list[str]] = {}
+        deadline = time.monotonic() + 60
+        while len(ends) < 2 and time.monotonic() < deadline:
+            for name, pane in panes.items():
+                if name in ends:
+                    continue
+                rows = pane.screen()
+                t = shown_time(rows)
+                if t is None:
+                    continue
+                state = tuple(tcp_rows(rows))
+                seen[name].setdefault(t, set()).add(state)
+                # never ahead of the packets: TIMEOUT only once the packet at 964 s is in
+                if any("TIMEOUT" in r for r in state):
+                    assert t >= 964, (name, t, state)
+                if "end of recording" in joined(rows):
+                    ends[name] = list(state)
+            time.sleep(0.03)
+        assert len(ends) == 2, "a replay did not end"
+        assert ends["one"] == ends["sharded"], (ends["one"], ends["sharded"])
+        final = ends["one"]
+        assert len(final) == 4 and ":40072" in final[0] and ":40071" in final[2]
+        assert "TIMEOUT" in final[2] and "TIMEOUT" in final[3]
+        # every moment both showed the same second of packet time with one state each
+        both = [t for t in seen["one"] if t in seen["sharded"]
+                and len(seen["one"][t]) == 1 and len(seen["sharded"][t]) == 1]
+        assert both, (sorted(seen["one"]), sorted(seen["sharded"]))
+        for t in both:
+            assert seen["one"][t] == seen["sharded"][t], t
+    finally:
+        for pane in panes.values():
+            pane.close()
