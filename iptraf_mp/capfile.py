@@ -125,8 +125,16 @@ _SectionIf = tuple[int, int, int, int]
 class CaptureFileError(Exception):
     """A capture file cannot be opened, is not a capture, or is damaged.
 
-    ``str(e)`` is a one-line message that starts with the file name.
+    ``str(e)`` is a one-line message that starts with the file name. ``exit_status`` is
+    what the command exits with for it: 1 for damage (what came before still counts), 2
+    for a file refused (beyond iptraf-mp's limits).
     """
+
+    exit_status = 1
+
+
+class CaptureFileRefused(CaptureFileError):
+    exit_status = 2
 
 
 @dataclass(slots=True)
@@ -510,7 +518,7 @@ class CaptureReader:
                 count += 1
             elif btype == _IDB:
                 if len(self.interfaces) >= MAX_INTERFACES:
-                    raise CaptureFileError(
+                    raise CaptureFileRefused(
                         f"{self.path}: more than {MAX_INTERFACES} interfaces (block at byte "
                         f"{base + pos}): iptraf-mp's limit; stopped after {_packets(count)}")
                 table.append(self._parse_idb(buf, pos, nxt, ng, base, count))

@@ -284,7 +284,7 @@ def run_monitor(args: argparse.Namespace) -> int:
             say(msg)
         for msg in mon.failures:
             say(msg)
-        return 1 if errors or mon.failures else 0
+        return max(1 if errors or mon.failures else 0, counters.exit_status)
     finally:
         pending.abort()
         if reader is not None:

@@ -80,7 +80,7 @@ class LocalRun:
                     try:
                         rec = next(self._iter, None)
                     except CaptureFileError as e:
-                        self.stats.errors.append(str(e))
+                        self.stats.failed(e)
                 if rec is None:
                     finished = True
                     break
@@ -94,7 +94,7 @@ class LocalRun:
                     chunk.extend(islice(self._iter, 4096))
                 except CaptureFileError as e:
                     # the frames before the damage still count: extend() kept them
-                    self.stats.errors.append(str(e))
+                    self.stats.failed(e)
                     finished = True
                 if len(chunk) < 4096:
                     finished = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from iptraf_mp.capfile import CaptureFileError
 from iptraf_mp.engine import Counter, Summary
 from iptraf_mp.othertable import OtherFlow
 from iptraf_mp.tcptable import Entry, Pair
@@ -145,3 +146,8 @@ class RunStats:
     lost_pairs: int = 0
     record_dropped: int = 0  # live: frames left out of the recording (-w)
     errors: list[str] = field(default_factory=list)
+    exit_status: int = 0  # at least this (a capture file refused: 2)
+
+    def failed(self, err: CaptureFileError) -> None:
+        self.errors.append(str(err))
+        self.exit_status = max(self.exit_status, err.exit_status)

@@ -32,7 +32,7 @@ ST_QUEUE_DROPS = 3  # batches refused by a full ring (live capture never waits)
 ST_QUEUE_DROPPED_PACKETS = 4
 ST_WAITS = 5  # a file reader waited for room (replay never drops)
 ST_DONE = 6
-ST_ERROR = 7  # 1 when the producer ended on an error (message on the error pipe)
+ST_ERROR = 7  # the exit status its error asks for (1, or 2 for a refused file); 0: none
 ST_KERNEL_RECV = 8
 ST_REC_DROPPED = 9  # live: frames left out of the recording (-w) because its writer lagged
 NSTATS = 10
@@ -195,7 +195,7 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
         reader = capture_of(source)
     except CaptureFileError as e:
         errors.send(str(e))
-        stats[ST_ERROR] = 1
+        stats[ST_ERROR] = e.exit_status
         prod.finish()
         stats[ST_DONE] = 1
         return
@@ -263,7 +263,7 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
                     break
     except CaptureFileError as e:
         errors.send(str(e))
-        stats[ST_ERROR] = 1
+        stats[ST_ERROR] = e.exit_status
     finally:
         reader.close()
         stats[ST_FRAMES] = n

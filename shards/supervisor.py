@@ -26,6 +26,7 @@ from .protocol import CTL_END, CTL_IFACE, MAX_IFACES, RunStartError, RunStats, p
 from .reader import (
     NSTATS,
     ST_DONE,
+    ST_ERROR,
     ST_KERNEL_DROPS,
     ST_QUEUE_DROPPED_PACKETS,
     ST_QUEUE_DROPS,
@@ -337,6 +338,7 @@ class Pipeline:
         st.queue_dropped_packets = sum(s[ST_QUEUE_DROPPED_PACKETS] for s in self.prod_stats)
         st.lost_pairs = self.merger.lost_pairs
         st.record_dropped = sum(s[ST_REC_DROPPED] for s in self.prod_stats)
+        st.exit_status = max([0, *(s[ST_ERROR] for s in self.prod_stats)])
         return st
 
     def request_flush(self) -> None:

@@ -302,7 +302,7 @@ def test_more_interfaces_than_the_limit_is_one_line(tmp_path, shards):
     j = tmp_path / "j.jsonl"
     p = run(["-r", str(cap), "-B", "--no-db", "--shards", shards, "--json", str(j)],
             timeout=60)
-    assert p.returncode != 0
+    assert p.returncode == 2  # refused, as a bad command line is
     lines = assert_clean_stderr(p.stderr)
     assert len(lines) == 1 and "65536 interfaces" in lines[0], p.stderr
 
