@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import stat
 import struct
 import zlib
 from collections.abc import Generator, Iterator
@@ -755,7 +756,8 @@ class PcapngWriter:
         if not self._committed and self._fd is not None:
             self._committed = True
             try:
-                os.ftruncate(self._fd, 0)
+                if stat.S_ISREG(os.fstat(self._fd).st_mode):  # not /dev/null or a FIFO
+                    os.ftruncate(self._fd, 0)
             except OSError as err:
                 raise CaptureFileError(f"{self.path}: cannot write: {_reason(err)}") from None
 

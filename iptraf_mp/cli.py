@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -334,8 +335,8 @@ class PendingOutputs:
     def commit(self) -> None:
         self.done = True
         for _path, _created, fh in self.texts:
-            if fh is not None:
-                fh.truncate(0)
+            if fh is not None and stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                fh.truncate(0)  # (not /dev/null, a FIFO, a terminal)
         for w in self.writers:
             w.commit()
 
@@ -351,10 +352,13 @@ class PendingOutputs:
 
 
 def _same_file(a: str, b: str) -> bool:
+    """The same regular file (or the same path to be created); devices such as /dev/null
+    take any number of outputs."""
     try:
-        return os.path.samefile(a, b)
+        sa, sb = os.stat(a), os.stat(b)
     except OSError:
         return os.path.realpath(a) == os.path.realpath(b)
+    return stat.S_ISREG(sa.st_mode) and (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def output_clash(args: argparse.Namespace) -> str | None:

@@ -1,4 +1,4 @@
-"""The options of DECISIONS.md rule 19 in a TOML file, as the defaults of the command line.
+"""The options of docs/decisions.md rule 19 in a TOML file, as the defaults of the command line.
 
     $XDG_CONFIG_HOME/iptraf-mp/config.toml   (else ~/.config/iptraf-mp/config.toml)
     iptraf-mp --config FILE ...              (a file given this way must exist)

@@ -6,7 +6,7 @@ summary; tests drive it without a terminal. `run_console()` adds the terminal: r
 the alternate screen, keys in cbreak mode read between frames (never blocking the display),
 resizes, suspend (Ctrl-Z) and a terminal put back as it was on every way out.
 
-Options (DECISIONS.md rule 19) come from the command line, with the TOML config file
+Options (docs/decisions.md rule 19) come from the command line, with the TOML config file
 (config.py) as their defaults.
 """
 

@@ -3,7 +3,7 @@
 `decode.decode` sends here whatever its `struct` fast path hands over (MPLS, PPPoE, 802.3
 LLC/SNAP, FDDI, 802.11 and radiotap, NFLOG, truncated link headers, unknown link types). It
 also decodes everything the fast path does, independently, so that a differential test can
-hold the two to the same `Decoded` for every frame (DECISIONS.md rules 16-18).
+hold the two to the same `Decoded` for every frame (docs/decisions.md rules 16-18).
 
 dpkt's packet constructors auto-decode the layers above, swallow their errors into raw bytes
 and size payloads from the buffer. So each header here is read with `_hdr`: the fixed fields

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from typing import NamedTuple
 
-# What a frame is, for the summary (DECISIONS.md rule 14) and for routing to a table.
+# What a frame is, for the summary (docs/decisions.md rule 14) and for routing to a table.
 K_TCP = 1
 K_UDP = 2
 K_ICMP = 3  # ICMP and ICMPv6 share the summary's ICMP line

@@ -1,4 +1,4 @@
-"""The lower window: one line per non-TCP packet (DECISIONS.md rule 13), and the same traffic
+"""The lower window: one line per non-TCP packet (docs/decisions.md rule 13), and the same traffic
 aggregated into flows for the store and for IPFIX export.
 
 A flow is the traffic of one (interface, protocol, endpoints, ports or ICMP type/code) until

@@ -1,4 +1,4 @@
-"""IPTraf's TCP connection table (DECISIONS.md rules 1-12), as a pure state machine.
+"""IPTraf's TCP connection table (docs/decisions.md rules 1-12), as a pure state machine.
 
 No I/O and no wall clock: every method takes the packet timestamp, so a replay is
 deterministic. A connection is a *pair* of direction entries.

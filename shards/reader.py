@@ -36,6 +36,10 @@ ST_ERROR = 7  # the exit status its error asks for (1, or 2 for a refused file);
 ST_KERNEL_RECV = 8
 ST_REC_DROPPED = 9  # live: frames left out of the recording (-w) because its writer lagged
 NSTATS = 10
+# A replay's epochs (the shards' publications) come about every refresh of the reader's
+# time, and at least every this many frames: a reader that outruns its shards (a fast file)
+# would otherwise cut too few for the screen and the store to follow the run.
+EPOCH_FRAMES = 8192
 # The recording's batches: sent when either is reached, so none ever exceeds what a ring
 # record can hold, however long the replay or the stall of the capture process.
 RECORD_BATCH_PACKETS = 512
@@ -253,7 +257,8 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
                 prod.send(s, wait=True)
                 stats[ST_FRAMES] = n
                 stats[ST_BYTES] = nbytes
-                if time.monotonic() - prod.last_epoch >= cfg.refresh:
+                if n - since_epoch >= EPOCH_FRAMES \
+                        or time.monotonic() - prod.last_epoch >= cfg.refresh:
                     prod.epoch(prod.clock.now, n)
                     since_epoch = n
                     for i in range(nshards):

@@ -215,6 +215,8 @@ def test_paced_replay_screens_equal_for_one_engine_and_shards(tmp_path, speed):
                 if t is None:
                     continue
                 state = tuple(tcp_rows(rows))
+                if t == 0 and not state:
+                    continue  # before the first packet was shown: a state of both too
                 seen[name].setdefault(t, set()).add(state)
                 # never ahead of the packets: TIMEOUT only once the packet at 964 s is in
                 if any("TIMEOUT" in r for r in state):

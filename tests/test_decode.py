@@ -1,7 +1,7 @@
 """The decoders: fast path against its dpkt twin, both against tshark, and hand-built frames.
 
 Hand-built frames are packed with `struct` here, so they do not share dpkt's idea of a header.
-Test names cite the DECISIONS.md rule they check.
+Test names cite the docs/decisions.md rule they check.
 """
 
 from __future__ import annotations

@@ -540,3 +540,12 @@ def test_drop_privileges_refuses_a_store_the_user_cannot_write_before_starting(t
     lines = assert_clean_stderr(p.stderr)
     assert len(lines) == 1 and "flow store" in lines[0] and "nobody" in lines[0], p.stderr
     assert j.read_text() == "kept\n"
+
+
+def test_outputs_to_dev_null_and_a_fifo_are_not_truncated_nor_clash(tmp_path):
+    """Devices take any number of outputs and cannot be truncated: --json /dev/null with
+    -w /dev/null runs (the collision check and the deferred truncation are for files)."""
+    p = run(["-r", str(FIXTURES / "timeout.pcap"), "-B", "--no-db", "--json", "/dev/null",
+             "-w", "/dev/null", "-L", "/dev/null"])
+    assert p.returncode == 0, p.stderr
+    assert_clean_stderr(p.stderr)

@@ -1,4 +1,4 @@
-"""The hand-derived fixtures of fixtures/ replayed through the CLI (DECISIONS.md rules 1-18).
+"""The hand-derived fixtures of fixtures/ replayed through the CLI (docs/decisions.md rules 1-18).
 
 Each capture in fixtures/ is built by fixtures/make_fixtures.py, which also holds the expected
 records, derived by hand from the rules (see its docstring and fixtures/README.md). Here:

@@ -1,4 +1,4 @@
-"""DECISIONS.md rules 1-15 on the engine and the view, packet by packet (no I/O).
+"""docs/decisions.md rules 1-15 on the engine and the view, packet by packet (no I/O).
 
 Packets are built as raw Ethernet frames with struct (independent of the decoder under test)
 and go through `decode` and `Engine.feed` exactly as a replay sends them.

@@ -4,7 +4,7 @@
 network namespace of their own while a scripted traffic mix runs between two namespaces made
 here (nothing is sent anywhere else; both are removed afterwards, also on failure). Then the
 two logs are compared event by event, the ctime prefixes ignored, lines matched by event kind
-and endpoints. Every difference must be explained by a rule of DECISIONS.md or a README
+and endpoints. Every difference must be explained by a rule of docs/decisions.md or a README
 decision (D1-D7), with evidence from the run's own recording (`-w`) where a packet decides it;
 the test fails on any UNEXPLAINED difference. The report (a table of events: equal /
 explained by ... / UNEXPLAINED) is written to a file whose path is printed
