@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from iptraf_mp.engine import Settings
 
 from .conftest import CORPUS, FIXTURES, corpus_files
+from .helpers.compare import first_difference
 from .helpers.inprocess import local_json, one_engine_screens, sharded, sharded_json
 from .helpers.streams import FLOW_IDLE, TIMEOUT, seed_frames, stream
 
@@ -28,14 +29,6 @@ SEEDS = seed_frames([CORPUS / "malformed", FIXTURES])
 SETTINGS = Settings(tcp_timeout=TIMEOUT, flow_idle=FLOW_IDLE)
 # every example's stream and shard count, counted for the closing figures
 EXAMPLES = {"streams": 0}
-
-
-def first_difference(a: str, b: str) -> str:
-    la, lb = a.splitlines(), b.splitlines()
-    for i, (x, y) in enumerate(zip(la, lb, strict=False)):
-        if x != y:
-            return f"line {i + 1}:\n  0 shards: {x}\n  sharded:  {y}"
-    return f"{len(la)} lines against {len(lb)}"
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -102,7 +95,7 @@ def test_real_processes_same_json_for_any_shard_count(tmp_path, seed):
     one = cli_json(path, tmp_path / "0.jsonl", 0)
     for n in (1, 2, 4):
         got = cli_json(path, tmp_path / f"{n}.jsonl", n)
-        assert got == one, f"{n} shards: {first_difference(one.decode(), got.decode())}"
+        assert got == one, f"{n} shards: {first_difference(one, got)}"
 
 
 def replayable() -> list[Path]:

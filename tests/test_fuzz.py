@@ -13,13 +13,12 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iptraf_mp.capfile import CaptureFileError, open_capture
 from iptraf_mp.decode import decode
 from iptraf_mp.decode_dpkt import decode_dpkt
 from iptraf_mp.engine import Engine, Settings
 from iptraf_mp.model import K_NON_IP
 
-from .conftest import corpus_files
+from .helpers.streams import mutate, seed_frames
 
 LINK_TYPES = [0, 1, 9, 10, 12, 14, 50, 101, 104, 105, 108, 113, 127, 228, 229, 239, 276, 147]
 FRAMES = int(os.environ.get("FUZZ_FRAMES", "100000"))
@@ -27,18 +26,9 @@ FRAMES = int(os.environ.get("FUZZ_FRAMES", "100000"))
 
 def _seeds() -> list[tuple[int, bytes]]:
     """Real frames to mutate: the malformed corpus, plus the project's own fixtures."""
-    out = []
-    from .conftest import FIXTURES
+    from .conftest import CORPUS, FIXTURES
 
-    paths = corpus_files("malformed") + sorted(FIXTURES.glob("*.pcap*"))
-    for path in paths:
-        try:
-            with open_capture(str(path)) as rd:
-                for _ts, ifidx, data, _wl in rd:
-                    out.append((rd.interfaces[ifidx].linktype, data))
-        except CaptureFileError:
-            continue
-    return out
+    return seed_frames([CORPUS / "malformed", FIXTURES])
 
 
 def _check_counted_once(engine: Engine, fed: int) -> None:
@@ -46,25 +36,6 @@ def _check_counted_once(engine: Engine, fed: int) -> None:
     assert s.frames == fed
     assert s.frames == s.ip.packets + s.non_ip.packets
     assert s.ip.packets == s.tcp.packets + s.udp.packets + s.icmp.packets + s.other_ip.packets
-
-
-def _mutate(rng: random.Random, frame: bytes) -> bytes:
-    b = bytearray(frame)
-    op = rng.randrange(5)
-    if op == 0 and b:  # flip bytes
-        for _ in range(rng.randrange(1, 8)):
-            b[rng.randrange(len(b))] = rng.randrange(256)
-    elif op == 1:  # truncate
-        del b[rng.randrange(len(b) + 1):]
-    elif op == 2 and b:  # lengths are the usual liars: set a 16-bit field to an extreme
-        i = rng.randrange(len(b))
-        b[i:i + 2] = rng.choice((b"\x00\x00", b"\xff\xff", b"\x00\x01", b"\x05\xdc"))
-    elif op == 3:  # grow
-        b += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
-    else:  # splice two halves
-        cut = rng.randrange(len(b) + 1)
-        b = b[cut:] + b[:cut]
-    return bytes(b)
 
 
 def test_mutated_corpus_frames_never_raise_and_count_once():
@@ -78,7 +49,7 @@ def test_mutated_corpus_frames_never_raise_and_count_once():
         lt, frame = rng.choice(seeds)
         if rng.random() < 0.3:
             lt = rng.choice(LINK_TYPES)
-        data = _mutate(rng, frame)
+        data = mutate(rng, frame)
         wirelen = len(data) + rng.choice((0, 0, 0, 4, 1000))
         d = decode(lt, data, wirelen)
         ts += rng.random() * 0.01

@@ -15,12 +15,8 @@ from pathlib import Path
 
 from iptraf_mp.capfile import CaptureFileError, PcapngWriter, open_capture
 
-MAC_A = bytes.fromhex("020000000001")
-MAC_B = bytes.fromhex("020000000002")
-_IPV4 = struct.Struct("!BBHHHBBH4s4s")
-_TCP = struct.Struct("!HHIIBBHHH")
-_UDP = struct.Struct("!HHHH")
-SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
+from .packets import ACK, FIN, MAC_A, MAC_B, PSH, RST, SYN, TCP, UDP, eth, ipv4
+
 TIMEOUT = 900.0
 FLOW_IDLE = 120.0
 # gaps (s) just below, at and above every boundary the engine keys on: the closed linger
@@ -30,17 +26,8 @@ GAPS = (0.2, 0.999, 1.0, 59.5, 60.0, 61.0, 119.5, 120.0, 121.0, 899.5, 900.0, 90
 LINK_TYPES = (1, 1, 1, 113, 101)  # Ethernet (three interfaces), Linux SLL, raw IP
 
 
-def ipv4(src: bytes, dst: bytes, proto: int, payload: bytes, ipid: int = 0,
-         frag: int = 0x4000) -> bytes:
-    return _IPV4.pack(0x45, 0, 20 + len(payload), ipid, frag, 64, proto, 0, src, dst) + payload
-
-
-def tcp(sport: int, dport: int, flags: int, seq: int, ack: int, data: bytes = b"") -> bytes:
-    return _TCP.pack(sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + data
-
-
-def eth(l3: bytes, smac: bytes = MAC_A, dmac: bytes = MAC_B, ethertype: int = 0x0800) -> bytes:
-    return dmac + smac + ethertype.to_bytes(2, "big") + l3
+def segment(sport: int, dport: int, flags: int, seq: int, ack: int, data: bytes = b"") -> bytes:
+    return TCP.pack(sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + data
 
 
 def seed_frames(folders: list[Path]) -> list[tuple[int, bytes]]:
@@ -58,18 +45,23 @@ def seed_frames(folders: list[Path]) -> list[tuple[int, bytes]]:
 
 
 def mutate(rng: random.Random, frame: bytes) -> bytes:
+    """One of the usual damages: bytes flipped, cut short, a 16-bit length set to an
+    extreme, bytes added, or the frame's halves swapped."""
     b = bytearray(frame)
-    op = rng.randrange(4)
-    if op == 0 and b:
-        for _ in range(rng.randrange(1, 6)):
+    op = rng.randrange(5)
+    if op == 0 and b:  # flip bytes
+        for _ in range(rng.randrange(1, 8)):
             b[rng.randrange(len(b))] = rng.randrange(256)
-    elif op == 1:
+    elif op == 1:  # truncate
         del b[rng.randrange(len(b) + 1):]
-    elif op == 2 and b:
+    elif op == 2 and b:  # lengths are the usual liars
         i = rng.randrange(len(b))
         b[i:i + 2] = rng.choice((b"\x00\x00", b"\xff\xff", b"\x00\x01", b"\x05\xdc"))
-    else:
-        b += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 32)))
+    elif op == 3:  # grow
+        b += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+    else:  # splice two halves
+        cut = rng.randrange(len(b) + 1)
+        b = b[cut:] + b[:cut]
     return bytes(b)
 
 
@@ -112,14 +104,14 @@ def stream(seed: int, frames: int, seeds: list[tuple[int, bytes]], path: Path,
         src, dst, sp, dp = (cli, srv, cport, sport) if fwd else (srv, cli, sport, cport)
         r = rng.random()
         if r < 0.08:
-            body = _UDP.pack(sp, 53, 8 + 12, 0) + b"q" * 12
+            body = UDP.pack(sp, 53, 8 + 12, 0) + b"q" * 12
             l3 = ipv4(src, dst, 17, body)
         elif r < 0.13:  # an ICMP error (port or host unreachable) quoting the connection
-            quoted = ipv4(cli, srv, 6, tcp(cport, sport, ACK, 1, 1))[:28]
+            quoted = ipv4(cli, srv, 6, segment(cport, sport, 0x10, 1, 1))[:28]
             code = rng.choice((1, 3))
             l3 = ipv4(bytes((10, 9, 9, 9)), cli, 1, struct.pack("!BBHI", 3, code, 0, 0) + quoted)
         elif r < 0.20:  # a fragmented segment; sometimes its later fragments come first
-            seg = tcp(sp, dp, ACK | PSH, rng.randrange(1 << 32), 1, b"d" * 120)
+            seg = segment(sp, dp, 0x18, rng.randrange(1 << 32), 1, b"d" * 120)
             ipid = rng.randrange(1 << 16)
             parts = [ipv4(src, dst, 6, seg[o:o + 64], ipid, (0x2000 if o + 64 < len(seg)
                                                            else 0) | (o // 8))
@@ -139,8 +131,8 @@ def stream(seed: int, frames: int, seeds: list[tuple[int, bytes]], path: Path,
                                 FIN | ACK, RST, RST | ACK, ACK))
             data = b"x" * rng.choice((0, 0, 0, 10, 200))
             seq, ack = rng.choice(((1, 1), (2, 2), (rng.randrange(1 << 32), 2)))
-            l3 = ipv4(src, dst, 6, tcp(sp, dp, flags, seq, ack, data))
-        fr = eth(l3, MAC_A if fwd else MAC_B, MAC_B if fwd else MAC_A)
+            l3 = ipv4(src, dst, 6, segment(sp, dp, flags, seq, ack, data))
+        fr = eth(l3, smac=MAC_A if fwd else MAC_B, dmac=MAC_B if fwd else MAC_A)
         w.write(iface, stamp, fr, len(fr))
         if pending and rng.random() < 0.5:
             idx, p = pending.pop(0)
