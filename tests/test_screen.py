@@ -122,7 +122,7 @@ def app_with(pairs: list[Pair], lines=(), mac=False, resolver=None, size=(80, 24
         m.lines.append(ln)
     m.summaries[0] = summary(ip=(10, 1000), tcp=(8, 900), udp=(2, 100))
     m.summaries[0].frames = 12
-    args = argparse.Namespace(read=None, iface=["eth0"], write=None, json=None)
+    args = argparse.Namespace(read=None, iface=["eth0"], write=None, json=None, speed=None)
     app = ConsoleApp(FakeMonitor(m), args, LineOptions(show_mac=mac), resolver=resolver)
     app.size = size
     return app
@@ -773,3 +773,87 @@ def test_demo_recording_is_what_its_generator_writes():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.pcapng_bytes(mod.build()) == DEMO.read_bytes(), "rerun fixtures/make_demo.py"
+
+
+# ---- polish a new user asked for (issue 12) --------------------------------------------------
+
+def test_title_cuts_a_long_file_name_with_an_ellipsis_before_the_status():
+    snap = Snapshot(source="-r /very/long/path/to/a/capture/directory/of/the/lab/"
+                           "capture-of-the-day.pcapng", notice="end of recording (Q quits)")
+    title = text(ViewState(), snap)[0]
+    assert len(title) == 80
+    assert "…" in title and " │ end of recording (Q quits) " in title
+    assert title.index("…") < title.index("│")
+
+
+def test_too_small_says_so_and_shows_no_figures():
+    rows = text(ViewState(), Snapshot(pairs=[mkpair(1)], summary=summary(ip=(1, 260_000))),
+                (79, 24))
+    assert rows[0].startswith("Terminal too small (79x24)")
+    assert "80x24" in rows[1]
+    assert not any("IP" in r or "Packets" in r for r in rows)
+
+
+def test_right_scrolls_by_what_is_hidden():
+    long = udp_line(1)
+    st = ViewState(active=LOWER)
+    handle_key(st, "RIGHT", 0, 10, 1, 5, lower_hidden=37)
+    assert st.lower_hoff == 37
+    handle_key(st, "LEFT", 0, 10, 1, 5, lower_hidden=37)
+    assert st.lower_hoff == 0
+    # in the console, what is hidden is measured on the lines in view at its width
+    app = app_with([], lines=[long], size=(80, 24))
+    app.key("W")
+    app.key("RIGHT")
+    shown = len(screen_line(long, LineOptions()))
+    assert app.st.lower_hoff == max(0, shown + 1 - 78)
+    app = app_with([], lines=[long], size=(200, 50))
+    app.key("W")
+    app.key("RIGHT")
+    assert app.st.lower_hoff == 0  # nothing hidden at 200 columns: nothing to scroll
+
+
+def test_lower_window_says_top_until_it_is_full():
+    rows = text(ViewState(), Snapshot(lines=[udp_line(i) for i in range(3)]))
+    assert " Top " in rows[19] and " Bottom " not in rows[19]
+    rows = text(ViewState(), Snapshot(lines=[udp_line(i) for i in range(30)]))
+    assert " Bottom " in rows[19]
+
+
+def test_highlighted_rate_decays_after_the_replay_ends(monkeypatch):
+    p = mkpair(1, pa=(10, 10_000))
+    app = app_with([p])
+    app.merger.clock[0] = 1000.0
+    app.snapshot()
+    p.a.bytes = 60_000
+    app.merger.clock[0] = 1003.0
+    assert app.snapshot().rate > 0
+    app.finished = True
+    now = [time.monotonic()]
+    monkeypatch.setattr("iptraf_mp.console.time.monotonic", lambda: now[0])
+    assert app.snapshot().rate > 0  # just ended: the last seconds still count
+    now[0] += 10.0  # ten seconds later nothing has come for longer than the window
+    assert app.snapshot().rate == 0
+
+
+def test_icmpv6_mld_and_other_defined_types_are_named():
+    for itype, name in ((130, "MLD query"), (131, "MLD report"), (143, "MLDv2 report"),
+                        (135, "neigh sol")):
+        d = Decoded(3, 6, 64, ip("fe80::1"), ip("ff02::16"), 58, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    None, None, (itype, 0, None), False)
+        line = screen_line(OtherLine(0.0, "eth0", d), LineOptions())
+        assert name in line and "bad/unkn" not in line, line
+
+
+def test_the_store_is_announced_on_screen_at_start():
+    app = app_with([])
+
+    class Store:
+        def status_line(self) -> str:
+            return "flow store: /var/lib/flows.db (session 7)"
+
+    app.monitor.sinks = [Store()]
+    app.monitor.started = time.time()
+    assert "flow store: /var/lib/flows.db (session 7)" in text(app.st, app.snapshot())[0]
+    app.monitor.started = time.time() - 60
+    assert "flow store" not in text(app.st, app.snapshot())[0]
