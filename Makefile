@@ -52,6 +52,7 @@ lint: venv
 
 test: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q -ra
 
 bench: venv

@@ -51,8 +51,8 @@ from iptraf_mp.engine import Summary  # noqa: E402
 from iptraf_mp.lines import LineOptions  # noqa: E402
 from iptraf_mp.merge import Merger, settle_heap  # noqa: E402
 from iptraf_mp.model import K_UDP, Decoded  # noqa: E402
+from iptraf_mp.publication import Publication, pair_tuple, summary_tuple  # noqa: E402
 from iptraf_mp.tcptable import Entry, Pair  # noqa: E402
-from shards.protocol import Publication, pair_tuple, summary_tuple  # noqa: E402
 
 
 class _Stats:

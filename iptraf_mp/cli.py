@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .monitor import SinkError
 from .othertable import DEFAULT_FLOW_IDLE
+from .sink import SinkError
 from .text import say
 
 __all__ = ["SinkError", "build_parser", "main"]
@@ -153,8 +153,6 @@ def settings_comment(args: argparse.Namespace) -> str:
 
 
 def run_monitor(args: argparse.Namespace) -> int:
-    from shards.protocol import RunStartError
-
     from .capfile import CaptureFileError, PcapngWriter, open_capture
     from .capture import (
         CaptureSetupError,
@@ -167,6 +165,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     from .lines import LineOptions
     from .log import LogError, LogWriter
     from .monitor import Monitor
+    from .publication import RunStartError
     from .recorder import Recorder
 
     settings = settings_from(args)

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_sink(args: argparse.Namespace) -> None:
     """No sink: the console runs in the main loop. Checks what cli.py leaves unchecked."""
-    from .monitor import SinkError
+    from .sink import SinkError
 
     if args.refresh <= 0:
         raise SinkError("--refresh must be positive")
@@ -92,7 +92,7 @@ class FrozenPairs(Sequence):
             return [self[j] for j in range(*i.indices(len(self.pairs)))]
         copy = self.copies.get(i)
         if copy is None:
-            from shards.protocol import pair_from_tuple, pair_tuple
+            from .publication import pair_from_tuple, pair_tuple
 
             p = self.pairs[i]
             copy = self.copies[i] = pair_from_tuple(pair_tuple(p))

@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_sink(args: argparse.Namespace) -> IpfixSink | None:
-    from .monitor import SinkError
+    from .sink import SinkError
 
     targets = getattr(args, "ipfix", None)
     if not targets:

@@ -11,14 +11,12 @@ import time
 from collections.abc import Callable
 from itertools import islice
 
-from shards.protocol import RunStats
-from shards.worker import make_publication, track_changes
-
 from .capfile import CaptureFileError, CaptureReader, Packet, capture_of
 from .decode import decode
 from .engine import Engine, Settings
 from .fastpath import feed_records
 from .merge import Merger, settle_heap
+from .publication import RunStats, make_publication, track_changes
 
 
 class LocalRun:

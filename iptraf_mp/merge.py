@@ -28,15 +28,14 @@ from dataclasses import dataclass
 from itertools import count
 from operator import itemgetter
 
-from shards.protocol import (
+from .engine import Summary
+from .othertable import OtherLine
+from .publication import (
     Publication,
     pair_from_tuple,
     summary_from_tuple,
     update_pair,
 )
-
-from .engine import Summary
-from .othertable import OtherLine
 from .tcptable import END_OPEN, Pair, SlotList
 
 _INF = float("inf")

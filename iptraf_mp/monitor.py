@@ -13,17 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .jsonout import JsonWriter
+from .sink import Sink
 from .text import say
-
-
-class OutputFailed(Exception):
-    """An output cannot be written any more (one line: which output, and why)."""
-
-
-class SinkError(Exception):
-    """A sink cannot start (a one-line reason). Defined here, beside the sinks' driver, so
-    that `python -m iptraf_mp.cli` (where the CLI module is `__main__`) and the sinks name
-    the same class."""
 
 
 @dataclass(slots=True)
@@ -38,7 +29,7 @@ class Flags:
 
 class Monitor:
     def __init__(self, run, json: JsonWriter | None = None, log=None, recorder=None,
-                 sinks: list | None = None, minutes: float | None = None) -> None:
+                 sinks: list[Sink] | None = None, minutes: float | None = None) -> None:
         self.run = run
         self.merger = run.merger
         self.json = json
@@ -106,8 +97,6 @@ class Monitor:
 
     def _failed(self, what: str, err: Exception) -> None:
         msg = f"{what}: write failed: {getattr(err, 'strerror', None) or err}"
-        if isinstance(err, OutputFailed):
-            msg = str(err)
         self.failures.append(msg)
         say(f"{msg}; the other outputs go on")
 

@@ -277,18 +277,6 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
         stats[ST_DONE] = 1
 
 
-def open_live(name: str, promisc: bool, buffer_bytes: int):
-    """A pypcap handle set up as performance-notes.md says: buffered (not immediate), 50 ms
-    timeout, a large kernel buffer, non-blocking reads woken by select."""
-    import pcap
-
-    # Integer nanoseconds (run_live_reader rounds them to the microsecond)
-    pc = pcap.pcap(name=name, snaplen=262144, promisc=promisc, timeout_ms=50, immediate=False,
-                   buffer_size=buffer_bytes, timestamp_in_ns=True)
-    pc.setnonblock(True)
-    return pc
-
-
 def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush_gen,
                     errors, stop, record: Ring | None = None) -> None:
     """Live capture on one interface until `stop` is set. Never waits for a shard: a full

@@ -20,9 +20,10 @@ from multiprocessing.connection import wait
 from iptraf_mp.capfile import CaptureReader
 from iptraf_mp.engine import Settings
 from iptraf_mp.merge import Merger, settle_heap
+from iptraf_mp.publication import RunStartError, RunStats
 
 from .batch import decode_batch, encode_batch
-from .protocol import CTL_END, CTL_IFACE, MAX_IFACES, RunStartError, RunStats, parse_iface_record
+from .protocol import CTL_END, CTL_IFACE, MAX_IFACES, parse_iface_record
 from .reader import (
     NSTATS,
     ST_DONE,

@@ -8,7 +8,6 @@ the main process a `Publication` of what changed.
 
 from __future__ import annotations
 
-import heapq
 import os
 import signal
 import time
@@ -20,6 +19,7 @@ from iptraf_mp.decode import decode
 from iptraf_mp.engine import Engine, Settings
 from iptraf_mp.fastpath import feed_records
 from iptraf_mp.merge import settle_heap
+from iptraf_mp.publication import EPOCH_FINAL, EPOCH_NONE, make_publication, track_changes
 
 from .batch import split_batch
 from .protocol import (
@@ -30,25 +30,15 @@ from .protocol import (
     CTL_IFACE,
     CTL_PUBLISH,
     CTL_TICK,
-    EPOCH_FINAL,
-    EPOCH_NONE,
     MAX_IFACES,
-    Publication,
-    flow_tuples,
-    pair_tuple,
     parse_frag_key,
     parse_iface_record,
-    summary_tuple,
 )
 
 if TYPE_CHECKING:  # --shards 0 uses this module without rings or pipes: not imported then
     from multiprocessing.connection import Connection
 
     from .ringset import RingSet
-
-MAX_LINES_PER_PUBLICATION = 512  # the lower window never shows more
-HALFOPEN_TOP = 16  # destinations with the most lone SYNs, per publication
-
 
 @dataclass(slots=True)
 class ShardConfig:
@@ -140,49 +130,3 @@ class Shard:
         except (BrokenPipeError, ConnectionResetError, EOFError):
             # the main process is gone: nobody to report to, and nothing else to do
             os._exit(1)
-
-
-def make_publication(engine: Engine, index: int, seq: int, decoded: int,
-                     final: bool = False, share: bool = False) -> Publication:
-    """What changed in `engine` since the previous call (its dirty sets and queues drain).
-
-    `share`: the merger is in this process (--shards 0): hand it the engine's own Pair
-    objects instead of copies, so a million pairs are held once, not twice."""
-    tcp = engine.tcp
-    pairs = tcp.pairs
-    conv = (lambda p: p) if share else pair_tuple
-    # Pairs that changed and then retired since the last tick are not sealed yet: their new
-    # state (timed out, say) goes out now all the same, as --shards 0's merger, which holds
-    # the engine's own objects, shows it at once.
-    unsealed = {p.id: p for p in tcp.retired} if tcp.retired else {}
-    changed = [conv(pairs[pid] if pid in pairs else unsealed[pid]) for pid in tcp.dirty
-               if pid in pairs or pid in unsealed]
-    tcp.dirty.clear()
-    sealed = [(tick, [conv(p) for p in group]) for tick, group in engine.sealed]
-    engine.sealed.clear()
-    other = engine.other
-    # The screen shows at most the newest 512; a log file wants every line.
-    keep = other.new_lines if engine.settings.log_events else \
-        other.new_lines[-MAX_LINES_PER_PUBLICATION:]
-    lines = [(ln.ts, ln.iface, ln.d, ln.frame_no) for ln in keep]
-    other.new_lines.clear()
-    # Ended flows are no longer in the dirty set: their final state goes out here, once.
-    flows = flow_tuples(other.ended)
-    flows += flow_tuples(other.dirty)
-    other.dirty.clear()
-    other.ended.clear()
-    events = tcp.events
-    tcp.events = []
-    engine.sync_counters()
-    top = heapq.nlargest(HALFOPEN_TOP, tcp.halfopen.items(), key=lambda kv: kv[1])
-    return Publication(index, seq, engine.tick_no, engine.now, changed, sealed, lines,
-                       other.line_count, events, flows, summary_tuple(engine.summary), decoded,
-                       halfopen=[(k[0], k[1], n) for k, n in top], evicted=tcp.evicted,
-                       final=final, tick_time=other.tick_time)
-
-
-def track_changes(engine: Engine, keep_lines: bool) -> None:
-    """Make `engine` remember what changed, for make_publication."""
-    engine.tcp.dirty = set()
-    engine.other.dirty = set()
-    engine.other.keep_new = keep_lines

@@ -40,7 +40,7 @@ def session_info(args: argparse.Namespace) -> SessionInfo:
 
 
 def make_sink(args: argparse.Namespace) -> StoreSink | None:
-    from iptraf_mp.monitor import SinkError
+    from iptraf_mp.sink import SinkError
 
     if getattr(args, "no_db", False):
         if args.db:

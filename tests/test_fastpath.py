@@ -21,8 +21,8 @@ from iptraf_mp.capfile import open_capture
 from iptraf_mp.decode import decode
 from iptraf_mp.engine import Engine, PacketClock, Settings
 from iptraf_mp.fastpath import feed_records
+from iptraf_mp.publication import track_changes
 from shards.batch import carried
-from shards.worker import track_changes
 
 from .conftest import corpus_files
 

@@ -26,9 +26,9 @@ from iptraf_mp.fastpath import feed_records
 from iptraf_mp.ipfix import FlowRecord
 from iptraf_mp.merge import ChangeFeed, Merger
 from iptraf_mp.othertable import OtherFlow
+from iptraf_mp.publication import Publication, make_publication, summary_tuple, track_changes
 from shards.hashing import ShardPicker
-from shards.protocol import CTL_TICK, Publication, summary_tuple
-from shards.worker import make_publication, track_changes
+from shards.protocol import CTL_TICK
 from store import checkpoint as cp
 from store.checkpoint import SessionInfo, open_session
 

@@ -19,11 +19,12 @@ from iptraf_mp.engine import Engine, Settings
 from iptraf_mp.fastpath import feed_records
 from iptraf_mp.jsonout import JsonWriter
 from iptraf_mp.merge import Merger
+from iptraf_mp.publication import EPOCH_FINAL, Publication, make_publication, track_changes
 from shards import reader as reader_mod
 from shards.batch import split_batch
-from shards.protocol import CTL_PUBLISH, EPOCH_FINAL, Publication
+from shards.protocol import CTL_PUBLISH
 from shards.reader import NSTATS, ProducerConfig, run_file_reader
-from shards.worker import Shard, ShardConfig, make_publication, track_changes
+from shards.worker import Shard, ShardConfig
 
 
 @dataclass
