@@ -21,7 +21,6 @@ CTL_FRAG_FIRST = 0xFFFF_FFFA
 # Replays: publish now (wirelen = the epoch's number). Every shard publishes at the same
 # position of the stream, so the merger can show a state one engine had (see Merger).
 CTL_PUBLISH = 0xFFFF_FFF9
-CTL_MIN = 0xFFFF_FF00
 
 
 def frag_key_record(src: bytes, dst: bytes, proto: int, ipid: int) -> bytes:

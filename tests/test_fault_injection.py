@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import resource
 import signal
 import sqlite3
 import struct
@@ -111,13 +110,6 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
-def _unused_file_size_limit(limit: int):
-    def pre() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return pre
 
 
 # ---- 2. -w: a recording is never limited by a ring record, nor kills a capture -------------
