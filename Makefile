@@ -12,8 +12,14 @@ APT_PACKAGES := libpcap-dev tshark wireshark-common tcpdump tmux iptraf-ng nfdum
 	iproute2 iputils-ping procps util-linux mount coreutils sqlite3 valgrind \
 	build-essential python3-dev
 STAMP := $(VENV)/.installed
+BUILT := $(VENV)/.built
+# What the compiled core is built from (setup.py): an edit rebuilds it before the next run
+CORE_SRC := $(wildcard iptraf_mp/core/*.py iptraf_mp/core/*.pxd) setup.py
+# The tests that compare the compiled core with its twin also run on the source itself
+TWIN_TESTS := tests/test_fastpath.py tests/test_corpus.py tests/test_fixtures.py \
+	tests/test_determinism.py tests/test_decode.py
 
-.PHONY: all deps venv run test lint bench fuzz clean
+.PHONY: all deps venv build run test lint bench fuzz clean
 
 all: test
 
@@ -30,11 +36,19 @@ deps:
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=77' 'cython>=3.1,<3.4'
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-venv: deps $(STAMP)
+# The compiled core, in place beside its source (`pip install -e .` built it once; this
+# rebuilds what changed). Without a compiler it stays interpreted and says so in one line.
+$(BUILT): $(STAMP) $(CORE_SRC)
+	$(BIN)/python setup.py -q build_ext --inplace -j 2
+	touch $(BUILT)
+
+build: deps $(BUILT)
+
+venv: deps $(STAMP) $(BUILT)
 
 # Live on every interface; without the right to capture (root or CAP_NET_RAW) it says so in
 # one line and shows the demo recording instead, so a first run always shows the monitor.
@@ -54,6 +68,7 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q -ra
+	IPTRAF_MP_INTERPRETED=1 $(BIN)/pytest -q -ra $(TWIN_TESTS)
 
 bench: venv
 	$(BIN)/python bench/run_all.py
@@ -63,3 +78,4 @@ fuzz: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -f iptraf_mp/core/*.so iptraf_mp/core/*.c iptraf_mp/core/_digests.py

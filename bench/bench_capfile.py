@@ -1,4 +1,4 @@
-"""Benchmark iptraf_mp.capfile against pypcap and dpkt on a generated capture.
+"""Benchmark iptraf_mp.capture.capfile against pypcap and dpkt on a generated capture.
 
     python bench/bench_capfile.py [--packets 1000000] [--repeat 3] [--keep]
 
@@ -28,7 +28,7 @@ import pcap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from iptraf_mp.capfile import PcapngWriter, open_capture  # noqa: E402
+from iptraf_mp.capture.capfile import PcapngWriter, open_capture  # noqa: E402
 
 
 def make_frames() -> list[bytes]:

@@ -1,5 +1,5 @@
 """Console frame cost: take in one publication + merge it + build the snapshot + render +
-draw with rich, with 1k, 100k and 1M connections in the TCP table (issue 5; target < 15 ms
+draw with rich, with 1k, 100k and 1M connections in the TCP table (target < 15 ms
 per frame at 1M).
 
     .venv/bin/python bench/bench_console.py [--sizes 1000,100000,1000000] [--frames 60]
@@ -46,13 +46,13 @@ from rich.console import Console  # noqa: E402
 from rich.live import Live  # noqa: E402
 
 from iptraf_mp import console as console_mod  # noqa: E402
-from iptraf_mp.console import ConsoleApp  # noqa: E402
-from iptraf_mp.engine import Summary  # noqa: E402
-from iptraf_mp.lines import LineOptions  # noqa: E402
-from iptraf_mp.merge import Merger, settle_heap  # noqa: E402
-from iptraf_mp.model import K_UDP, Decoded  # noqa: E402
-from iptraf_mp.publication import Publication, pair_tuple, summary_tuple  # noqa: E402
-from iptraf_mp.tcptable import Entry, Pair  # noqa: E402
+from iptraf_mp.console.app import ConsoleApp  # noqa: E402
+from iptraf_mp.core.engine import Summary  # noqa: E402
+from iptraf_mp.core.lines import LineOptions  # noqa: E402
+from iptraf_mp.core.merge import Merger, settle_heap  # noqa: E402
+from iptraf_mp.core.model import K_UDP, Decoded  # noqa: E402
+from iptraf_mp.core.publication import Publication, pair_tuple, summary_tuple  # noqa: E402
+from iptraf_mp.core.tcptable import Entry, Pair  # noqa: E402
 
 
 class _Stats:

@@ -1,4 +1,4 @@
-"""Benchmark IPFIX export (issue 7): replay throughput with export on versus off, in the
+"""Benchmark IPFIX export: replay throughput with export on versus off, in the
 same invocation, and the export rate in records per second.
 
     .venv/bin/python bench/bench_export.py [--capture F.pcap] [--packets N]
@@ -33,10 +33,10 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from iptraf_mp.export import IpfixSink  # noqa: E402
-from iptraf_mp.ipfix import IpfixExporter  # noqa: E402
-from iptraf_mp.merge import ChangeFeed  # noqa: E402
-from iptraf_mp.tcptable import END_FIN, Entry, Pair  # noqa: E402
+from iptraf_mp.core.merge import ChangeFeed  # noqa: E402
+from iptraf_mp.core.tcptable import END_FIN, Entry, Pair  # noqa: E402
+from iptraf_mp.outputs.export import IpfixSink  # noqa: E402
+from iptraf_mp.outputs.ipfix import IpfixExporter  # noqa: E402
 
 # A collector stand-in: counts datagrams and data records (set ids 256/257, record sizes of
 # the two templates) until SIGTERM, then prints them as JSON. Shares no code with ipfix.py.

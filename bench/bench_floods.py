@@ -1,4 +1,4 @@
-"""Memory per tracked pair, and a spoofed SYN flood (issue 6).
+"""Memory per tracked pair, and a spoofed SYN flood.
 
 1. Peak RSS of an engine holding 100k and 1M TCP pairs (both directions), each in a fresh
    process: KiB per pair (target: at most 1 KiB at 1M pairs).
@@ -27,8 +27,8 @@ def pairs_rss(n: int) -> float:
     """KiB of peak RSS per pair for n pairs, measured in a child process."""
     code = f"""
 import resource, struct
-from iptraf_mp.engine import Engine, Settings
-from iptraf_mp.decode import decode
+from iptraf_mp.core.engine import Engine, Settings
+from iptraf_mp.core.decode import decode
 e = Engine(Settings(max_pairs={n} + 1))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 dmac, smac = b"\\x02" * 6, b"\\x04" * 6

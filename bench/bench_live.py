@@ -69,9 +69,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_pipeline import bench_capture, busy_seconds, iptraf_mp, tree  # noqa: E402
 
-from iptraf_mp.capfile import open_capture  # noqa: E402
-from iptraf_mp.decode import decode  # noqa: E402
-from iptraf_mp.model import K_TCP, K_UDP, TH_FIN  # noqa: E402
+from iptraf_mp.capture.capfile import open_capture  # noqa: E402
+from iptraf_mp.core.decode import decode  # noqa: E402
+from iptraf_mp.core.model import K_TCP, K_UDP, TH_FIN  # noqa: E402
 
 WORK = Path("/tmp/iptraf-mp-bench/live")
 

@@ -34,10 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from iptraf_mp.capfile import open_capture  # noqa: E402
-from iptraf_mp.engine import PacketClock, Settings  # noqa: E402
-from iptraf_mp.jsonout import JsonWriter  # noqa: E402
-from iptraf_mp.merge import Merger  # noqa: E402
+from iptraf_mp.capture.capfile import open_capture  # noqa: E402
+from iptraf_mp.core.engine import PacketClock, Settings  # noqa: E402
+from iptraf_mp.core.merge import Merger  # noqa: E402
+from iptraf_mp.outputs.jsonout import JsonWriter  # noqa: E402
 from shards.batch import BatchBuilder, decode_batch  # noqa: E402
 from shards.hashing import ShardPicker  # noqa: E402
 from shards.protocol import CTL_END  # noqa: E402

@@ -1,4 +1,4 @@
-"""Benchmark the flow store (issue 4).
+"""Benchmark the flow store.
 
     python bench/bench_store.py [--connections 10000,100000] [--packets 200000] [--repeat 5]
                                 [--per-connection 50] [--checkpoint 5,1] [--busy]
@@ -42,8 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from iptraf_mp.engine import Summary  # noqa: E402
-from iptraf_mp.tcptable import Entry, Pair  # noqa: E402
+from iptraf_mp.core.engine import Summary  # noqa: E402
+from iptraf_mp.core.tcptable import Entry, Pair  # noqa: E402
 from shards.supervisor import RunStats  # noqa: E402
 from store.checkpoint import SessionInfo, StoreSink, open_session  # noqa: E402
 
@@ -206,7 +206,7 @@ def sqlite_floor(n: int, tmp: Path, shuffle_addresses: bool) -> dict[str, float]
 def replay_time(cap: Path, extra: list[str]) -> tuple[float, float]:
     """Wall time, and CPU time of the monitor and all its processes (what the store costs
     even when other work on the machine makes wall times jump)."""
-    cmd = [sys.executable, "-m", "iptraf_mp.cli", "-r", str(cap), "-B", "--json", os.devnull,
+    cmd = [sys.executable, "-m", "iptraf_mp.app.cli", "-r", str(cap), "-B", "--json", os.devnull,
            *extra]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()

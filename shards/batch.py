@@ -70,7 +70,7 @@ def decode_batch(buf: bytes | bytearray | memoryview) -> list[Packet]:
 def split_batch(buf: bytes | bytearray | memoryview
                 ) -> tuple[list[int], list[tuple[float, int, bytes, int]]]:
     """A batch as its frame numbers and, beside them, records shaped as capture files yield
-    them, (ts, ifindex, data, wirelen): what `iptraf_mp.fastpath.feed_records` takes.
+    them, (ts, ifindex, data, wirelen): what `iptraf_mp.core.fastpath.feed_records` takes.
 
     Raises :class:`BatchError` as :func:`decode_batch` does.
     """
@@ -111,7 +111,7 @@ def split_batch(buf: bytes | bytearray | memoryview
 def carried(linktype: int, data: bytes, wirelen: int) -> bytes:
     """What a shard needs of a frame: all of it, except for the frame that dominates router
     traffic, Ethernet + IPv4 without options + unfragmented TCP with sane lengths, whose
-    first 54 bytes are all the decoder reads (`iptraf_mp.decode.decode`'s one-unpack case,
+    first 54 bytes are all the decoder reads (`iptraf_mp.core.decode.decode`'s one-unpack case,
     the same test: lengths come from the headers and the wire length, never from what was
     captured). The payload need not cross the ring: batches shrink about tenfold on bulk
     transfers, so the rings hold ten times the packets before a burst overflows them."""

@@ -13,8 +13,8 @@ import struct
 from dataclasses import dataclass
 from zlib import crc32
 
-from iptraf_mp.decode import decode
-from iptraf_mp.model import FRAG_FIRST, FRAG_LATER, K_ICMP, K_NON_IP, K_TCP, K_UDP
+from iptraf_mp.core.decode import decode
+from iptraf_mp.core.model import FRAG_FIRST, FRAG_LATER, K_ICMP, K_NON_IP, K_TCP, K_UDP
 
 from .protocol import CTL_FRAG_FIRST, CTL_FRAG_PENDING, frag_key_record
 

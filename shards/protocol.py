@@ -1,6 +1,6 @@
 """Into a shard: batches (shards/batch.py) whose records are packets, or control records
 told apart by their interface index, declared here. (Out of a shard go Publications, which
-the main process merges: iptraf_mp/publication.py.)"""
+the main process merges: iptraf_mp/core/publication.py.)"""
 
 from __future__ import annotations
 

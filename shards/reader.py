@@ -13,8 +13,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from iptraf_mp.capfile import CaptureReader
-from iptraf_mp.engine import PacketClock
+from iptraf_mp.capture.capfile import CaptureReader
+from iptraf_mp.core.engine import PacketClock
 
 from .batch import BatchBuilder, carried
 from .hashing import ShardPicker
@@ -184,7 +184,7 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
     """Replay: one reader process for the whole file (a path, or a reader the supervisor
     opened before forking us); never drops (it waits for room)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from iptraf_mp.capfile import CaptureFileError, capture_of
+    from iptraf_mp.capture.capfile import CaptureFileError, capture_of
 
     prod = Producer(cfg, rings, stats, flush_gen, record)
     builders = prod.builders

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 
-from iptraf_mp.capfile import CaptureReader
-from iptraf_mp.engine import Settings
-from iptraf_mp.merge import Merger, settle_heap
-from iptraf_mp.publication import RunStartError, RunStats
+from iptraf_mp.capture.capfile import CaptureReader
+from iptraf_mp.core.engine import Settings
+from iptraf_mp.core.merge import Merger, settle_heap
+from iptraf_mp.core.publication import RunStartError, RunStats
 
 from .batch import decode_batch, encode_batch
 from .protocol import CTL_END, CTL_IFACE, MAX_IFACES, parse_iface_record

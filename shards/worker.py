@@ -4,6 +4,8 @@ It holds the authoritative state of its connections. It reads batches from one r
 capture process, decodes and feeds them to its `Engine` (ticks come from the readers, so
 every shard's clock moves at the same packet positions), and every `refresh` seconds sends
 the main process a `Publication` of what changed.
+
+Rule numbers cited here are docs/decisions.md's.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from iptraf_mp.capfile import Packet
-from iptraf_mp.decode import decode
-from iptraf_mp.engine import Engine, Settings
-from iptraf_mp.fastpath import feed_records
-from iptraf_mp.merge import settle_heap
-from iptraf_mp.publication import EPOCH_FINAL, EPOCH_NONE, make_publication, track_changes
+from iptraf_mp.core.decode import decode
+from iptraf_mp.core.engine import Engine, Settings
+from iptraf_mp.core.fastpath import feed_records
+from iptraf_mp.core.merge import settle_heap
+from iptraf_mp.core.model import Packet
+from iptraf_mp.core.publication import EPOCH_FINAL, EPOCH_NONE, make_publication, track_changes
 
 from .batch import split_batch
 from .protocol import (

@@ -12,6 +12,8 @@ what was *committed*, so nothing is lost or counted twice when writing works aga
 Crash safety comes from SQLite: each checkpoint is one transaction in WAL mode, so a process
 killed at any moment leaves every committed checkpoint whole and nothing of the one in flight.
 A session whose process died is marked unclean by the next monitor that opens the store.
+
+Rule numbers cited here are docs/decisions.md's.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from operator import attrgetter
 from pathlib import Path
 
 from iptraf_mp import __version__
-from iptraf_mp.model import K_ICMP, K_NON_IP, K_UDP, KIND_NAMES, fmt_addr, fmt_flags, fmt_mac
-from iptraf_mp.text import say
+from iptraf_mp.core.model import K_ICMP, K_NON_IP, K_UDP, KIND_NAMES, fmt_addr, fmt_flags, fmt_mac
+from iptraf_mp.core.text import say
 
 from .schema import PAIR_ID_BITS, connect, create_private, migrate
 

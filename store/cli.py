@@ -7,7 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from iptraf_mp.text import say
+from iptraf_mp.core.text import say
 
 from .checkpoint import DEFAULT_INTERVAL, SessionInfo, StoreSink, open_session
 from .schema import SchemaError, default_db_path
@@ -40,7 +40,7 @@ def session_info(args: argparse.Namespace) -> SessionInfo:
 
 
 def make_sink(args: argparse.Namespace) -> StoreSink | None:
-    from iptraf_mp.sink import SinkError
+    from iptraf_mp.outputs.sink import SinkError
 
     if getattr(args, "no_db", False):
         if args.db:

@@ -27,7 +27,7 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from iptraf_mp.text import safe_text, say
+from iptraf_mp.core.text import safe_text, say
 
 from .schema import default_db_path, schema_text
 

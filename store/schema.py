@@ -8,6 +8,8 @@ rows carry the time of the recording; `started`, `ended` and `wall_time` are the
 
 `schema_version` in the `meta` table says which migrations have run; `migrate()` applies the
 missing ones in one immediate transaction, so two monitors starting at once cannot both do it.
+
+Rule numbers cited here are docs/decisions.md's.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def connect(path: Path | str, timeout: float = 10.0) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     # NORMAL in WAL mode: a commit is whole or absent after any crash of the process (what
-    # issue 4 asks: SIGKILL at any moment) and the file is never corrupted; only a power cut
+    # as it must: SIGKILL at any moment) and the file is never corrupted; only a power cut
     # may lose the last checkpoints. FULL would fsync the WAL at every commit, which for a
     # 100k-connection checkpoint (30 MB of WAL) costs a large part of the 1 s budget.
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -315,7 +317,7 @@ JOIN other_flows f ON f.session_id = s.session_id AND f.flow_id = s.flow_id""".s
 # ---- version 2 ---------------------------------------------------------------------------
 
 def _v2(db: sqlite_utils.Database) -> None:
-    """The seed's SYN-flood sign (issue 6): at each checkpoint, every destination with at
+    """IPTraf's manual's SYN-flood sign: at each checkpoint, every destination with at
     least --syn-warn unanswered lone-SYN (S---) entries."""
     db.table("syn_warnings").create({
         "session_id": int, "checkpoint": int, "packet_time": float, "iface": str,

@@ -48,7 +48,7 @@ def reference(path: Path) -> dict:
 
 def run_cli_json(tmp_path: Path, *argv: str) -> tuple[int, list[dict]]:
     """Run `iptraf-mp ARGV --json FILE` in-process; return (exit code, records)."""
-    from iptraf_mp.cli import main
+    from iptraf_mp.app.cli import main
 
     out = tmp_path / "out.jsonl"
     rc = main([*argv, "--json", str(out)])

@@ -1,4 +1,4 @@
-"""Tests for iptraf_mp.capfile: pcap/pcapng reading and pcapng writing.
+"""Tests for iptraf_mp.capture.capfile: pcap/pcapng reading and pcapng writing.
 
 Files are built by hand with struct (or with dpkt) so that the reader is
 checked against an independent idea of the formats, and the writer's output
@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iptraf_mp import capfile
-from iptraf_mp.capfile import CaptureFileError, Interface, PcapngWriter, open_capture
+from iptraf_mp.capture import capfile
+from iptraf_mp.capture.capfile import CaptureFileError, Interface, PcapngWriter, open_capture
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 TSHARK = shutil.which("tshark")

@@ -1,4 +1,4 @@
-"""End to end: the real `iptraf-mp -r fixtures/demo.pcapng` in a tmux pane (issue 5).
+"""End to end: the real `iptraf-mp -r fixtures/demo.pcapng` in a tmux pane.
 
 Keys go in with `send-keys`, the screen comes back with `capture-pane`. Checked: the demo's
 connections appear; M, S then B, W and F change the screen as they should; Q (and SIGTERM)

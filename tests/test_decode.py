@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iptraf_mp.decode import LINK_NAMES, decode, decode_fast
-from iptraf_mp.decode_dpkt import decode_dpkt
-from iptraf_mp.model import (
+from iptraf_mp.core.decode import LINK_NAMES, decode, decode_fast
+from iptraf_mp.core.decode_dpkt import decode_dpkt
+from iptraf_mp.core.model import (
     FRAG_FIRST,
     FRAG_LATER,
     FRAG_NONE,
@@ -45,7 +45,7 @@ def _read_capture(path: Path) -> list[tuple[int, bytes, int]]:
     byte rule needs, so the project's reader is used, or a minimal one if it is not there.
     """
     try:
-        from iptraf_mp.capfile import open_capture
+        from iptraf_mp.capture.capfile import open_capture
     except ImportError:
         return _read_capture_minimal(path)
     with open_capture(path) as r:
@@ -664,7 +664,7 @@ def test_rule18_arbitrary_bytes_never_raise(lt, data, extra):
 
 def test_rule18_decode_dpkt_catches_everything(monkeypatch):
     """A bug inside the twin is a malformed frame, not a stopped monitor."""
-    import iptraf_mp.decode_dpkt as twin
+    import iptraf_mp.core.decode_dpkt as twin
 
     def boom(*_args):
         raise RuntimeError("a bug")

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iptraf_mp.engine import Settings
+from iptraf_mp.core.engine import Settings
 
 from .conftest import CORPUS, FIXTURES, corpus_files
 from .helpers.compare import first_difference
@@ -83,7 +83,7 @@ def test_long_generated_stream_same_json_for_any_shard_count(tmp_path):
 
 
 def cli_json(path: Path, out: Path, shards: int) -> bytes:
-    subprocess.run([sys.executable, "-m", "iptraf_mp.cli", "-r", str(path), "-B", "--json",
+    subprocess.run([sys.executable, "-m", "iptraf_mp.app.cli", "-r", str(path), "-B", "--json",
                     str(out), "--no-db", "--shards", str(shards)], check=True, timeout=300,
                    capture_output=True)
     return out.read_bytes()

@@ -1,4 +1,4 @@
-"""IPFIX export (issue 7): the sink's delta bookkeeping, its CLI, and the acceptance run.
+"""IPFIX export: the sink's delta bookkeeping, its CLI, and the acceptance run.
 
 The acceptance test replays the corpus with `--json` and `--ipfix` in the same run, into
 nfdump's own collector `nfcapd` on a loopback port of its own, reads the flows back with
@@ -25,8 +25,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iptraf_mp.cli import SinkError, build_parser
-from iptraf_mp.export import (
+from iptraf_mp.app.cli import SinkError, build_parser
+from iptraf_mp.core.merge import ChangeFeed, FlowView
+from iptraf_mp.core.model import K_ICMP, K_NON_IP, K_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN
+from iptraf_mp.core.tcptable import END_FIN, END_OPEN, END_TIMEOUT, Entry, Pair
+from iptraf_mp.outputs.export import (
     FIRST_SYNTHETIC_IFINDEX,
     REASON_ACTIVE,
     REASON_END,
@@ -35,10 +38,7 @@ from iptraf_mp.export import (
     IpfixSink,
     make_sink,
 )
-from iptraf_mp.ipfix import FlowRecord, IpfixExporter
-from iptraf_mp.merge import ChangeFeed, FlowView
-from iptraf_mp.model import K_ICMP, K_NON_IP, K_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN
-from iptraf_mp.tcptable import END_FIN, END_OPEN, END_TIMEOUT, Entry, Pair
+from iptraf_mp.outputs.ipfix import FlowRecord, IpfixExporter
 
 from .conftest import CORPUS, corpus_files, need_corpus
 from .test_ipfix import nfcapd
@@ -498,7 +498,7 @@ class _QuietRun:
 
 
 def test_monitor_gives_paced_sinks_the_run_s_waits() -> None:
-    from iptraf_mp.monitor import Monitor
+    from iptraf_mp.app.monitor import Monitor
 
     calls = []
 
@@ -524,7 +524,7 @@ def test_monitor_gives_paced_sinks_the_run_s_waits() -> None:
 def test_pipeline_wait_gives_a_paced_sink_turns_until_its_backlog_is_out() -> None:
     import multiprocessing as mp
 
-    from iptraf_mp.engine import Settings
+    from iptraf_mp.core.engine import Settings
     from shards.supervisor import PUMP_SLICE, Pipeline
 
     pipe = Pipeline([], 1, Settings())
@@ -586,7 +586,7 @@ def addr(text: str) -> bytes:
 def run_with_nfcapd(tmp_path: Path, cap: Path, *extra: str) -> tuple[list[dict], list[dict],
                                                                      str]:
     """Replay `cap` with --json and --ipfix into a private nfcapd; (json, flows, log)."""
-    from iptraf_mp.cli import main
+    from iptraf_mp.app.cli import main
 
     flowdir = tmp_path / "flows"
     flowdir.mkdir()

@@ -1,4 +1,4 @@
-"""The batch fast path (iptraf_mp/fastpath.py) against its simple twin, decode + Engine.feed.
+"""The batch fast path (iptraf_mp/core/fastpath.py) against its simple twin, decode + Engine.feed.
 
 Both run over the same captures (the whole corpus, every fixture, a generated capture of many
 interleaved connections, and hand-made streams aimed at each reason the fast path must step
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from iptraf_mp.capfile import open_capture
-from iptraf_mp.decode import decode
-from iptraf_mp.engine import Engine, PacketClock, Settings
-from iptraf_mp.fastpath import feed_records
-from iptraf_mp.publication import track_changes
+from iptraf_mp.capture.capfile import CaptureFileError, open_capture
+from iptraf_mp.core.decode import decode
+from iptraf_mp.core.engine import Engine, PacketClock, Settings
+from iptraf_mp.core.fastpath import feed_pcap, feed_records
+from iptraf_mp.core.publication import track_changes
 from shards.batch import carried
 
 from .conftest import corpus_files
@@ -258,8 +258,8 @@ def test_json_lines_are_what_the_encoder_writes() -> None:
     import io
     import json
 
-    from iptraf_mp.jsonout import JsonWriter, entry_record
-    from iptraf_mp.tcptable import END_RESET, Entry, Pair
+    from iptraf_mp.core.tcptable import END_RESET, Entry, Pair
+    from iptraf_mp.outputs.jsonout import JsonWriter, entry_record
 
     enc = json.JSONEncoder(separators=(",", ":")).encode
     pairs = []
@@ -281,3 +281,75 @@ def test_json_lines_are_what_the_encoder_writes() -> None:
     JsonWriter(out).pairs(pairs)
     want = "".join(enc(entry_record(p, e)) + "\n" for p in pairs for e in (p.a, p.b))
     assert out.getvalue() == want
+
+
+# ---- feed_pcap: a pcap file's records read where they lie in the reader's buffer ---------
+
+def _pcap_state(path: Path, settings: Settings, limit: int) -> tuple[dict, int]:
+    """Replay a pcap through feed_pcap, refilling as LocalRun does; (state, frames fed)."""
+    engine = Engine(settings, display=False)
+    with open_capture(path) as r:
+        raw = r.raw_pcap()
+        assert raw is not None
+        iface = r.interfaces[0]
+        n = 0
+        while True:
+            try:
+                raw.pos, fed = feed_pcap(engine, raw.buf, raw.pos, raw.big_endian, raw.units,
+                                         n, iface.name, iface.linktype, limit)
+                raw.count += fed
+                n += fed
+                if fed < limit and not raw.refill():
+                    break
+            except CaptureFileError:  # as _records: what came before the damage counts
+                break
+    return _state(engine), n
+
+
+def _pcap_both(cap: Path, settings: Settings, limit: int = 4096) -> None:
+    records, ifaces = _records(cap)
+    simple = Engine(settings, display=False)
+    for frame_no, ts, wirelen, ifidx, data in records:
+        name, lt = ifaces[ifidx]
+        simple.feed(ts, name, decode(lt, data, wirelen), frame_no)
+    state, fed = _pcap_state(cap, settings, limit)
+    assert fed == len(records)
+    _assert_same(_state(simple), state)
+
+
+PCAPS = [c for c in CAPTURES if c.suffix == ".pcap"]
+
+
+@pytest.mark.parametrize("cap", PCAPS, ids=lambda p: p.name)
+def test_feed_pcap_equals_simple_twin(cap: Path) -> None:
+    for settings in (Settings(), Settings(log_events=True, tcp_timeout=30.0)):
+        _pcap_both(cap, settings)
+
+
+def test_feed_pcap_equals_simple_twin_on_generated_traffic(tmp_path: Path) -> None:
+    cap = tmp_path / "gen.pcap"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gen_capture.py"), str(cap),
+                    "--packets", "60000", "--connections", "3000"], check=True,
+                   stdout=subprocess.DEVNULL)
+    for settings, limit in ((Settings(), 4096),
+                            (Settings(log_events=True, max_pairs=500, tcp_timeout=2.0), 7)):
+        _pcap_both(cap, settings, limit)
+
+
+@pytest.mark.parametrize("big_endian", [False, True], ids=["little-endian", "big-endian"])
+@pytest.mark.parametrize("nano", [False, True], ids=["usec", "nsec"])
+def test_feed_pcap_reads_every_pcap_flavour(tmp_path: Path, big_endian: bool,
+                                            nano: bool) -> None:
+    """The hand-made stream (every reason to leave the fast path) in each byte order and
+    time resolution, the buffer cut into small reads: as the record reader sees it."""
+    order = ">" if big_endian else "<"
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    units = 10**9 if nano else 10**6
+    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, 1)]
+    for ts, _ifidx, frame in _stream():
+        sec = int(ts)
+        frac = round((ts - sec) * units)
+        out.append(struct.pack(order + "IIII", sec, frac, len(frame), len(frame)) + frame)
+    cap = tmp_path / "stream.pcap"
+    cap.write_bytes(b"".join(out))
+    _pcap_both(cap, Settings(log_events=True), limit=5)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from iptraf_mp.capfile import TS_MAX, TS_MIN, open_capture
+from iptraf_mp.capture.capfile import TS_MAX, TS_MIN, open_capture
 
 from .conftest import CORPUS, FIXTURES
 from .test_capfile import ng_epb, ng_idb, ng_shb

@@ -1,4 +1,4 @@
-"""Faults (issue 6, item 4): outputs that cannot be written, a capture interface that
+"""Faults: outputs that cannot be written, a capture interface that
 disappears mid-run, and a flow store whose disk fills up and empties again.
 
 Live traffic only inside network namespaces made here (tests/netns.py), removed afterwards;
@@ -321,7 +321,7 @@ def test_store_disk_full_then_room_again(tmp_path: Path) -> None:
             umount(fs)
 
 
-# ---- a shard and a capture process killed under load (issue 6, item 4) ----------------------
+# ---- a shard and a capture process killed under load ----------------------
 
 @pytest.fixture(scope="module")
 def loaded_capture(tmp_path_factory) -> tuple[Path, int]:

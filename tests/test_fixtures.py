@@ -67,7 +67,7 @@ def _capture(name: str) -> Path:
 
 
 def _replay_text(name: str, out: Path, args: tuple[str, ...] | None = None) -> str:
-    from iptraf_mp.cli import main
+    from iptraf_mp.app.cli import main
 
     cap = CAPS[name]
     argv = ["-r", str(_capture(name)), "-B", *(cap.args if args is None else args),
@@ -114,9 +114,9 @@ def _check(name: str, tmp_path: Path, args: tuple[str, ...] | None = None,
 
 def _engine(name: str, args: tuple[str, ...] | None = None, **override):
     """Replay `name` into an engine set up as the CLI would, without finishing the run."""
-    from iptraf_mp.cli import build_parser
-    from iptraf_mp.engine import Engine, Settings
-    from iptraf_mp.replay import replay
+    from iptraf_mp.app.cli import build_parser
+    from iptraf_mp.capture.replay import replay
+    from iptraf_mp.core.engine import Engine, Settings
 
     cap = CAPS[name]
     a = build_parser().parse_args(["-r", "x", *(cap.args if args is None else args)])
@@ -251,7 +251,7 @@ def test_rule10_sort_ties_keep_current_order():
 
 
 def _lower(engine) -> list[tuple[str, int, int]]:
-    from iptraf_mp.model import KIND_NAMES
+    from iptraf_mp.core.model import KIND_NAMES
 
     return [(KIND_NAMES[ln.d.kind], ln.d.proto, ln.d.iplen) for ln in engine.other.lines]
 

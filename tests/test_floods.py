@@ -1,12 +1,12 @@
-"""Floods (issue 6): the TCP table is bounded, and the seed's SYN-flood sign is counted."""
+"""Floods: the TCP table is bounded, and IPTraf's manual's SYN-flood sign is counted."""
 
 from __future__ import annotations
 
 import socket
 import struct
 
-from iptraf_mp.decode import decode
-from iptraf_mp.engine import Engine, Settings
+from iptraf_mp.core.decode import decode
+from iptraf_mp.core.engine import Engine, Settings
 
 from .conftest import CORPUS, need_corpus, reference, run_cli_json
 
@@ -84,10 +84,10 @@ def test_spoofed_synflood_capture_with_a_small_table(tmp_path):
 
 
 def test_store_records_the_syn_flood_sign(tmp_path):
-    """The console and the store flag destinations with many lone SYNs (issue 6)."""
+    """The console and the store flag destinations with many lone SYNs."""
     import sqlite3
 
-    from iptraf_mp.cli import main
+    from iptraf_mp.app.cli import main
 
     need_corpus("large")
     cap = CORPUS / "large" / "stopddos_pkt.TCP.synflood.spoofed.pcap"
@@ -104,8 +104,8 @@ def test_store_records_the_syn_flood_sign(tmp_path):
 def test_max_flows_bounds_the_non_tcp_flow_table():
     """300,000 spoofed UDP sources held 363 MiB in one process: --max-flows bounds the
     table; a new flow beyond it ends the longest idle one early, counted in the summary."""
-    from iptraf_mp.decode import decode
-    from iptraf_mp.engine import Engine, Settings
+    from iptraf_mp.core.decode import decode
+    from iptraf_mp.core.engine import Engine, Settings
 
     e = Engine(Settings(max_flows=1000))
     for i in range(5000):

@@ -18,15 +18,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from iptraf_mp.cli import build_parser, main, settings_from
-from iptraf_mp.decode import decode
-from iptraf_mp.engine import Engine, PacketClock, Settings
-from iptraf_mp.export import REASON_IDLE, IpfixSink
-from iptraf_mp.fastpath import feed_records
-from iptraf_mp.ipfix import FlowRecord
-from iptraf_mp.merge import ChangeFeed, Merger
-from iptraf_mp.othertable import OtherFlow
-from iptraf_mp.publication import Publication, make_publication, summary_tuple, track_changes
+from iptraf_mp.app.cli import build_parser, main, settings_from
+from iptraf_mp.core.decode import decode
+from iptraf_mp.core.engine import Engine, PacketClock, Settings
+from iptraf_mp.core.fastpath import feed_records
+from iptraf_mp.core.merge import ChangeFeed, Merger
+from iptraf_mp.core.othertable import OtherFlow
+from iptraf_mp.core.publication import Publication, make_publication, summary_tuple, track_changes
+from iptraf_mp.outputs.export import REASON_IDLE, IpfixSink
+from iptraf_mp.outputs.ipfix import FlowRecord
 from shards.hashing import ShardPicker
 from shards.protocol import CTL_TICK
 from store import checkpoint as cp

@@ -1,4 +1,4 @@
-"""Hostile packets (issue 6): random frames and mutations of the malformed corpus, on every
+"""Hostile packets: random frames and mutations of the malformed corpus, on every
 supported link type, through the decoder and the engine. Never an exception; every frame is
 counted exactly once.
 
@@ -13,10 +13,10 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iptraf_mp.decode import decode
-from iptraf_mp.decode_dpkt import decode_dpkt
-from iptraf_mp.engine import Engine, Settings
-from iptraf_mp.model import K_NON_IP
+from iptraf_mp.core.decode import decode
+from iptraf_mp.core.decode_dpkt import decode_dpkt
+from iptraf_mp.core.engine import Engine, Settings
+from iptraf_mp.core.model import K_NON_IP
 
 from .helpers.streams import mutate, seed_frames
 

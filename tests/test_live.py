@@ -1,4 +1,4 @@
-"""Live capture (issue 3, points 5 and 6) on traffic the test makes itself.
+"""Live capture on traffic the test makes itself.
 
 Every packet is sent inside two network namespaces created here and joined by a veth pair;
 both are removed afterwards, also when a test fails. Nothing is sent anywhere else. The tests
@@ -360,7 +360,7 @@ def test_all_interfaces_and_minutes(net: Net, tmp_path: Path) -> None:
     assert rc == 0, run.stderr
     assert time.monotonic() - started < 10  # -t 0.05 = 3 s from the start
     run.nothing_left()
-    from iptraf_mp.capfile import open_capture
+    from iptraf_mp.capture.capfile import open_capture
 
     with open_capture(rec) as r:
         names = sorted(i.name for i in r.interfaces)

@@ -1,4 +1,4 @@
-"""The sharded pipeline (issue 3): results independent of the shard count, supervision
+"""The sharded pipeline: results independent of the shard count, supervision
 (killed shards and capture processes), clean exits, the shard hash, and batching.
 
 Runs that are signalled or killed go through the real `iptraf-mp` command in a subprocess, so
@@ -98,7 +98,7 @@ def iptraf_mp_command() -> list[str]:
 def replay_in_process(cap: Path, out: Path, shards: int) -> tuple[int, bytes]:
     """`iptraf-mp -r CAP -B --json OUT --shards N` in this process (forks its children);
     the signal handlers it installs are put back afterwards."""
-    from iptraf_mp.cli import main
+    from iptraf_mp.app.cli import main
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1,
                                                signal.SIGUSR2)}
@@ -327,7 +327,7 @@ def test_icmp_errors_spread_over_shards_still_make_one_flow(tmp_path: Path) -> N
     flows = {}
     for n in (0, 4):
         db = tmp_path / f"s{n}.db"
-        from iptraf_mp.cli import main
+        from iptraf_mp.app.cli import main
 
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM,
                                                    signal.SIGUSR1, signal.SIGUSR2)}
@@ -438,7 +438,7 @@ def test_killed_capture_process_ends_the_run_with_the_loss_reported(paced,
 def test_stop_gives_up_on_a_stuck_shard(paced, monkeypatch) -> None:
     """A shard that never finishes (stopped here with SIGSTOP) cannot hold the run forever
     after a stop: after the grace period it is killed and its connections reported lost."""
-    from iptraf_mp.engine import Settings
+    from iptraf_mp.core.engine import Settings
     from shards import supervisor
     from shards.supervisor import Pipeline, Source
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import socket
 import struct
 
-from iptraf_mp.decode import decode
-from iptraf_mp.engine import Engine, Settings
-from iptraf_mp.lines import LineOptions, fmt_rate, log_line, screen_line, tcp_event_log
-from iptraf_mp.rate import FlowRate
-from iptraf_mp.tcptable import flag_column
-from iptraf_mp.view import VIEW_COUNTS, VIEW_MAC, VIEW_SIZES, ViewState, handle_key
+from iptraf_mp.console.view import VIEW_COUNTS, VIEW_MAC, VIEW_SIZES, ViewState, handle_key
+from iptraf_mp.core.decode import decode
+from iptraf_mp.core.engine import Engine, Settings
+from iptraf_mp.core.lines import LineOptions, fmt_rate, log_line, screen_line, tcp_event_log
+from iptraf_mp.core.rate import FlowRate
+from iptraf_mp.core.tcptable import flag_column
 
 MAC1 = bytes.fromhex("020000000001")
 MAC2 = bytes.fromhex("020000000002")
@@ -510,7 +510,7 @@ def test_rule15_keys_move_bar_switch_window_quit_pause_help():
 def test_rule20_log_file_from_a_replay(tmp_path):
     """-L writes iptraf-ng's lines: `<ctime>; <message>`, started/stopped markers, TCP events
     and lower-window lines, flushed per line."""
-    from iptraf_mp.cli import main
+    from iptraf_mp.app.cli import main
 
     from .conftest import FIXTURES
 

@@ -1,5 +1,5 @@
 """The console screen as a pure function of (view state, snapshot, size), the keys, the
-options file, name resolution and escaping (issue 5). No terminal is needed: frames are
+options file, name resolution and escaping. No terminal is needed: frames are
 rendered to text at 80x24 and 160x50 and read back.
 """
 
@@ -17,18 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from iptraf_mp import config
-from iptraf_mp.console import ConsoleApp, FrozenPairs
-from iptraf_mp.engine import Counter, Summary
-from iptraf_mp.keys import KeyParser, Terminal
-from iptraf_mp.lines import LineOptions, screen_line
-from iptraf_mp.merge import Merger
-from iptraf_mp.model import K_UDP, Decoded
-from iptraf_mp.othertable import OtherLine
-from iptraf_mp.resolve import Resolver, Services, safe_name
-from iptraf_mp.screen import Snapshot, columns, fmt_num, layout, render, safe
-from iptraf_mp.tcptable import Entry, Pair
-from iptraf_mp.view import LOWER, TCP, VIEW_MAC, VIEW_SIZES, ViewState, handle_key
+from iptraf_mp.console import config
+from iptraf_mp.console.app import ConsoleApp, FrozenPairs
+from iptraf_mp.console.keys import KeyParser, Terminal
+from iptraf_mp.console.resolve import Resolver, Services, safe_name
+from iptraf_mp.console.screen import Snapshot, columns, fmt_num, layout, render, safe
+from iptraf_mp.console.view import LOWER, TCP, VIEW_MAC, VIEW_SIZES, ViewState, handle_key
+from iptraf_mp.core.engine import Counter, Summary
+from iptraf_mp.core.lines import LineOptions, screen_line
+from iptraf_mp.core.merge import Merger
+from iptraf_mp.core.model import K_UDP, Decoded
+from iptraf_mp.core.othertable import OtherLine
+from iptraf_mp.core.tcptable import Entry, Pair
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "fixtures" / "demo.pcapng"
@@ -254,7 +254,7 @@ def test_only_the_rows_on_screen_are_read():
 
 
 def test_boxed_row_is_what_the_borders_and_the_text_put_give():
-    from iptraf_mp.screen import Frame
+    from iptraf_mp.console.screen import Frame
 
     for w in (1, 2, 3, 50, 80):
         for n in (0, 1, w - 3, w - 2, w - 1, w, w + 5):
@@ -290,7 +290,7 @@ def test_the_consoles_live_draws_exactly_what_richs_own_live_draws():
     between the frame and the drawing), where it goes through Screen as before."""
     from rich.live import Live
 
-    from iptraf_mp.console import screen_live
+    from iptraf_mp.console.app import screen_live
 
     def plain(con):
         return Live(console=con, screen=True, auto_refresh=False, redirect_stdout=False,
@@ -310,8 +310,8 @@ def test_the_consoles_live_draws_exactly_what_richs_own_live_draws():
 
 
 def test_the_row_segment_cache_stays_bounded(monkeypatch):
-    from iptraf_mp import screen
-    from iptraf_mp.console import screen_live
+    from iptraf_mp.console import screen
+    from iptraf_mp.console.app import screen_live
 
     monkeypatch.setattr(screen, "SEGMENT_CACHE_ROWS", 30)
     first = None
@@ -550,7 +550,7 @@ def test_hostile_ptr_name_reaches_the_screen_escaped():
     finally:
         res.close()
     rows = f.text()
-    # ESC and BEL shown as their escapes (iptraf_mp/text.py), so what was sent can be read
+    # ESC and BEL shown as their escapes (iptraf_mp/core/text.py), so what was sent can be read
     assert rows[2].startswith("│┌[red]x\\x1b]0;pwned\\x07:1234 ")
     assert "from [red]x\\x1b]0;pwned\\x07:5001 to 10.0.0.9:53" in rows[14]
     assert all("\x1b" not in r and "\x07" not in r for r in rows)
@@ -654,7 +654,7 @@ def test_terminal_cbreak_is_restored_on_every_way_out():
 # ---- options file ----------------------------------------------------------------------------
 
 def parse(tmp_path: Path, argv: list[str], toml: str | None = None, monkeypatch=None):
-    from iptraf_mp.cli import build_parser
+    from iptraf_mp.app.cli import build_parser
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.delenv(config.ENV_DISABLE, raising=False)
@@ -717,9 +717,9 @@ def test_default_path_follows_xdg(monkeypatch, tmp_path):
 # ---- the console over a real replay ----------------------------------------------------------
 
 def test_console_over_the_demo_recording_and_the_exit_summary():
-    from iptraf_mp.engine import Settings
-    from iptraf_mp.localrun import LocalRun
-    from iptraf_mp.monitor import Monitor
+    from iptraf_mp.app.localrun import LocalRun
+    from iptraf_mp.app.monitor import Monitor
+    from iptraf_mp.core.engine import Settings
 
     run = LocalRun(str(DEMO), Settings())
     mon = Monitor(run)
@@ -753,7 +753,7 @@ def test_console_over_the_demo_recording_and_the_exit_summary():
 
 
 def test_console_without_a_terminal_runs_as_background(monkeypatch):
-    from iptraf_mp import console
+    from iptraf_mp.console import app as console
 
     class Mon:
         ran = False
@@ -775,7 +775,7 @@ def test_demo_recording_is_what_its_generator_writes():
     assert mod.pcapng_bytes(mod.build()) == DEMO.read_bytes(), "rerun fixtures/make_demo.py"
 
 
-# ---- polish a new user asked for (issue 12) --------------------------------------------------
+# ---- polish a new user asked for --------------------------------------------------
 
 def test_title_cuts_a_long_file_name_with_an_ellipsis_before_the_status():
     snap = Snapshot(source="-r /very/long/path/to/a/capture/directory/of/the/lab/"
@@ -830,7 +830,7 @@ def test_highlighted_rate_decays_after_the_replay_ends(monkeypatch):
     assert app.snapshot().rate > 0
     app.finished = True
     now = [time.monotonic()]
-    monkeypatch.setattr("iptraf_mp.console.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("iptraf_mp.console.app.time.monotonic", lambda: now[0])
     assert app.snapshot().rate > 0  # just ended: the last seconds still count
     now[0] += 10.0  # ten seconds later nothing has come for longer than the window
     assert app.snapshot().rate == 0

@@ -1,4 +1,4 @@
-"""Side by side with the real iptraf-ng (issue 6, item 1).
+"""Side by side with the real iptraf-ng.
 
 `iptraf-mp -i VETH -B -L LOG1` and `iptraf-ng -i VETH -B -L LOG2` watch the same veth end in a
 network namespace of their own while a scripted traffic mix runs between two namespaces made
@@ -500,7 +500,7 @@ def host_port(addr: str, port: int) -> str:
 
 def tcp_segments(rec: Path) -> dict[tuple[str, str], list[Seg]]:
     """(src:port, dst:port) -> the TCP segments of that direction, from the recording."""
-    from iptraf_mp.capfile import open_capture
+    from iptraf_mp.capture.capfile import open_capture
 
     out: dict[tuple[str, str], list[Seg]] = defaultdict(list)
     with open_capture(rec) as r:
@@ -981,8 +981,8 @@ def test_log_rate_counts_whole_seconds_as_iptraf_ng() -> None:
     """iptraf-ng divides the bytes by whole seconds of time(NULL) since the pair began, with
     an integer division: 1000 bytes from x.7 to (x+1).9 is 1000 B/s, from x.9 to (x+2).1
     500 B/s (iptraf-mp used 1.2 s for both)."""
-    from iptraf_mp.lines import LineOptions, tcp_event_log
-    from iptraf_mp.tcptable import TcpEvent
+    from iptraf_mp.core.lines import LineOptions, tcp_event_log
+    from iptraf_mp.core.tcptable import TcpEvent
 
     def rate(first: float, now: float, nbytes: int = 1000) -> str:
         ev = TcpEvent("fin", now, "v1", bytes([10, 0, 0, 1]), 4000, bytes([10, 0, 0, 2]), 80,

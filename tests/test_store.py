@@ -1,4 +1,4 @@
-"""The flow store (issue 4): schema, checkpoints, read-only queries, crash safety, and that
+"""The flow store: schema, checkpoints, read-only queries, crash safety, and that
 the database agrees exactly with the `--json` output of the same run."""
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from iptraf_mp.cli import build_parser, main, settings_from
-from iptraf_mp.jsonout import JsonWriter
-from iptraf_mp.localrun import LocalRun
-from iptraf_mp.monitor import Monitor
-from iptraf_mp.tcptable import Entry, Pair
+from iptraf_mp.app.cli import build_parser, main, settings_from
+from iptraf_mp.app.localrun import LocalRun
+from iptraf_mp.app.monitor import Monitor
+from iptraf_mp.core.tcptable import Entry, Pair
+from iptraf_mp.outputs.jsonout import JsonWriter
 from store import checkpoint as cp
 from store import query
 from store.checkpoint import SessionInfo, StoreSink, open_session
@@ -38,7 +38,7 @@ from .conftest import corpus_files, need_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-IPTRAF = [sys.executable, "-m", "iptraf_mp.cli"]
+IPTRAF = [sys.executable, "-m", "iptraf_mp.app.cli"]
 TABLES = {"meta", "sessions", "interfaces", "tcp_connections", "flow_samples", "other_flows",
           "other_samples", "counters"}
 
@@ -335,11 +335,11 @@ def test_store_lacking_columns_is_refused_at_start_with_one_line(tmp_path, capsy
 
 
 def test_store_error_is_one_line_also_as_python_m(tmp_path):
-    """`python -m iptraf_mp.cli` runs the CLI as `__main__`: the sinks must still raise the
+    """`python -m iptraf_mp.app.cli` runs the CLI as `__main__`: the sinks must still raise the
     error class it catches (once they raised another module's copy: a traceback)."""
     db = tmp_path / "flows.db"
     db.write_bytes(b"this is not sqlite" * 100)
-    r = subprocess.run([sys.executable, "-m", "iptraf_mp.cli", "-r",
+    r = subprocess.run([sys.executable, "-m", "iptraf_mp.app.cli", "-r",
                         str(ROOT / "fixtures" / "handshake_close.pcap"), "-B", "--no-db",
                         "--db", str(db)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -840,7 +840,7 @@ def test_live_interfaces_are_recorded(tmp_path):
             from shards.supervisor import RunStats
             return RunStats(kernel_drops=3)
 
-    from iptraf_mp.merge import Merger
+    from iptraf_mp.core.merge import Merger
 
     class Mon:
         run = Run()

@@ -1,4 +1,4 @@
-"""One sanitiser (iptraf_mp/text.py) for everything a person reads: the log, stderr, `sql`
+"""One sanitiser (iptraf_mp/core/text.py) for everything a person reads: the log, stderr, `sql`
 output to pipes and terminals alike, and the screen. Hostile characters become visible
 escapes; printable Unicode stays."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.cells import cell_len
 
-from iptraf_mp.text import safe_text
+from iptraf_mp.core.text import safe_text
 
 from .test_pipeline import iptraf_mp_command, tcp4_frame, write_pcap
 
@@ -26,7 +26,7 @@ def test_safe_text_escapes_controls_and_format_characters_only():
 
 
 def hostile_pcapng(path: Path) -> Path:
-    from iptraf_mp.capfile import PcapngWriter
+    from iptraf_mp.capture.capfile import PcapngWriter
 
     with PcapngWriter(path) as w:
         i = w.add_interface(HOSTILE, 1)
@@ -76,7 +76,7 @@ def test_sql_output_to_a_pipe_is_escaped_as_to_a_terminal(tmp_path):
 
 
 def test_wide_characters_keep_the_screen_s_columns():
-    from iptraf_mp.screen import Frame, safe
+    from iptraf_mp.console.screen import Frame, safe
 
     f = Frame(40, 2)
     f.boxed(0, safe("中文名") + " rest")

@@ -14,12 +14,12 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from iptraf_mp.capfile import open_capture
-from iptraf_mp.engine import Engine, Settings
-from iptraf_mp.fastpath import feed_records
-from iptraf_mp.jsonout import JsonWriter
-from iptraf_mp.merge import Merger
-from iptraf_mp.publication import EPOCH_FINAL, Publication, make_publication, track_changes
+from iptraf_mp.capture.capfile import open_capture
+from iptraf_mp.core.engine import Engine, Settings
+from iptraf_mp.core.fastpath import feed_records
+from iptraf_mp.core.merge import Merger
+from iptraf_mp.core.publication import EPOCH_FINAL, Publication, make_publication, track_changes
+from iptraf_mp.outputs.jsonout import JsonWriter
 from shards import reader as reader_mod
 from shards.batch import split_batch
 from shards.protocol import CTL_PUBLISH
@@ -162,7 +162,7 @@ def one_engine_screens(path: str, settings: Settings, at: set[int]) -> dict[int,
 
 def local_json(path: str, settings: Settings) -> str:
     """--json of --shards 0."""
-    from iptraf_mp.localrun import LocalRun
+    from iptraf_mp.app.localrun import LocalRun
 
     run = LocalRun(path, settings, refresh=0.01)
     run.start()

@@ -13,7 +13,7 @@ import random
 import struct
 from pathlib import Path
 
-from iptraf_mp.capfile import CaptureFileError, PcapngWriter, open_capture
+from iptraf_mp.capture.capfile import CaptureFileError, PcapngWriter, open_capture
 
 from .packets import ACK, FIN, MAC_A, MAC_B, PSH, RST, SYN, TCP, UDP, eth, ipv4
 

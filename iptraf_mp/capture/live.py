@@ -1,0 +1,219 @@
+"""Live capture set-up: which interfaces, opening them, and dropping privileges (-Z).
+
+Everything that can be wrong with the operator's request is found here, before any process
+starts, and reported as one line.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import grp
+import os
+import pwd
+from pathlib import Path
+
+SYS_NET = Path("/sys/class/net")
+IFF_UP = 0x1
+
+
+class CaptureSetupError(Exception):
+    """A one-line reason why capture cannot start."""
+
+
+def interface_names(spec: list[str]) -> list[str]:
+    """-i values (repeatable, comma-separated, or 'all') to interface names, in order."""
+    names: list[str] = []
+    for item in spec:
+        for name in item.split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name == "all":
+                names.extend(n for n in up_interfaces() if n not in names)
+            elif name not in names:
+                names.append(name)
+    if not names:
+        raise CaptureSetupError("no interface is up")
+    return names
+
+
+def up_interfaces() -> list[str]:
+    """Every interface that is up; not the 'any' pseudo-device (it is not one)."""
+    out = []
+    for p in sorted(SYS_NET.iterdir()):
+        try:
+            if int((p / "flags").read_text(), 16) & IFF_UP:
+                out.append(p.name)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def check_interface(name: str) -> None:
+    p = SYS_NET / name
+    if name == "any":
+        raise CaptureSetupError("'any' is not an interface: use -i all")
+    if not p.exists():
+        raise CaptureSetupError(f"{name}: no such interface")
+    try:
+        up = int((p / "flags").read_text(), 16) & IFF_UP
+    except (OSError, ValueError):
+        up = True
+    if not up:
+        raise CaptureSetupError(f"{name}: interface is down")
+
+
+def open_live(name: str, promisc: bool, buffer_bytes: int):
+    """A pypcap handle set up as performance-notes.md says: buffered (not immediate), 50 ms
+    timeout, a large kernel buffer, non-blocking reads woken by select."""
+    import pcap
+
+    # Integer nanoseconds (run_live_reader rounds them to the microsecond)
+    pc = pcap.pcap(name=name, snaplen=262144, promisc=promisc, timeout_ms=50, immediate=False,
+                   buffer_size=buffer_bytes, timestamp_in_ns=True)
+    pc.setnonblock(True)
+    return pc
+
+
+def open_handles(names: list[str], promisc: bool, buffer_bytes: int) -> list:
+    """Open every capture handle (needs root or CAP_NET_RAW); all or none."""
+
+    for name in names:
+        check_interface(name)
+    handles = []
+    try:
+        for name in names:
+            try:
+                handles.append(open_live(name, promisc, buffer_bytes))
+            except OSError as e:
+                msg = str(e)
+                if "ermission" in msg or "not permitted" in msg:
+                    raise CaptureSetupError(
+                        f"{name}: no permission to capture (run as root or give the "
+                        f"interpreter CAP_NET_RAW)") from None
+                raise CaptureSetupError(f"{name}: cannot capture: {msg}") from None
+    except BaseException:
+        for h in handles:
+            h.close()
+        raise
+    return handles
+
+
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def user_of(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        raise CaptureSetupError(f"-Z {user}: no such user") from None
+
+
+def drop_privileges(user: str, store: bool = False) -> None:
+    """-Z USER, as tcpdump: after the handles are open, become USER (and its groups), with
+    no capability left, none that can come back (the bounding set emptied) and no way to
+    gain privileges again (no_new_privs: setuid programs and file capabilities are inert).
+    `store`: the flow store will be opened after this (its migrations import sqlite_utils,
+    which USER may be unable to read)."""
+    pw = user_of(user)
+    if os.geteuid() != 0:
+        if os.geteuid() == pw.pw_uid:
+            return
+        raise CaptureSetupError(f"-Z {user}: only root can change user")
+    groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
+    _before_drop(store)
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        last = 40
+    for cap in range(last + 1):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
+            raise CaptureSetupError(f"-Z {user}: cannot drop capability {cap} from the "
+                                    f"bounding set: {os.strerror(ctypes.get_errno())}")
+    os.setgroups(sorted(set(groups + [pw.pw_gid])))
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise CaptureSetupError(f"-Z {user}: cannot set no_new_privs: "
+                                f"{os.strerror(ctypes.get_errno())}")
+    if os.getuid() != pw.pw_uid or os.geteuid() != pw.pw_uid or _capabilities() != 0:
+        raise CaptureSetupError(f"-Z {user}: could not drop privileges")
+
+
+def _capabilities() -> int:
+    """The effective and permitted capabilities of this process, or'ed (0: none)."""
+    caps = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(("CapEff:", "CapPrm:")):
+            caps |= int(line.split()[1], 16)
+    return caps
+
+
+def check_paths_as(user: str, paths: list[tuple[str, Path]]) -> None:
+    """-Z: what USER will have to write after the drop (the flow store; the log, reopened
+    on SIGUSR1), checked before anything starts, in a child that becomes USER: a run must
+    not fail on a path it can never write, after it has begun capturing."""
+    pw = user_of(user)
+    if os.geteuid() == pw.pw_uid or not paths:
+        return
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe and exits
+        msg = b""
+        try:
+            os.close(r)
+            os.setgroups([g.gr_gid for g in grp.getgrall() if user in g.gr_mem] + [pw.pw_gid])
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            for what, path in paths:
+                bad = _unwritable(path)
+                if bad is not None:
+                    msg = f"-Z {user}: {what} {path}: {bad} for {user}".encode()
+                    break
+        except OSError as e:
+            msg = f"-Z {user}: cannot check the paths: {e.strerror}".encode()
+        finally:
+            os.write(w, msg)
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        msg = fh.read().decode("utf-8", "replace")
+    os.waitpid(pid, 0)
+    if msg:
+        raise CaptureSetupError(msg)
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why this process could not write `path` (creating it and its folders if need be)."""
+    try:
+        os.stat(path)
+        return None if os.access(path, os.R_OK | os.W_OK) else "not writable"
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        return "not accessible"
+    parent = path.parent
+    while True:
+        try:
+            os.stat(parent)
+            break
+        except FileNotFoundError:
+            parent = parent.parent
+        except PermissionError:
+            return f"cannot be created (no access to {parent.parent})"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created (no write access to {parent})"
+    return None
+
+
+def _before_drop(store: bool) -> None:
+    """What the run would otherwise import lazily, done while still root: USER may not be
+    able to read the interpreter's files (a venv under a home of mode 700)."""
+    import multiprocessing.popen_fork  # noqa: F401  (Process.start imports it)
+
+    import iptraf_mp.core.decode_dpkt  # noqa: F401  (the decoder's slow path imports it late)
+
+    if store:
+        import sqlite_utils  # noqa: F401  (creating or migrating the store imports it)

@@ -1,0 +1,1 @@
+"""iptraf-mp console: the terminal monitor."""

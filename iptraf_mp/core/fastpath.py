@@ -1,0 +1,271 @@
+"""The batch fast path: most packets of a busy link change nothing but counters.
+
+On a router almost every frame is a plain one (frame.py: Ethernet + option-less IPv4 +
+unfragmented TCP) on a connection the table already holds, neither opening nor closing it.
+For such a frame the engine's work is a dozen counter and field updates; the general path
+(`decode` builds a `Decoded`, `Engine.feed` counts the summary and dispatches,
+`TcpTable.packet` looks for state changes) spends most of its time in calls and record
+building around them.
+
+The loops here take a whole batch: records as capture files yield them (`feed_records`), or
+a pcap file's own buffer (`feed_pcap`, which reads each record in place). A frame that
+`fast_tcp` can prove plain is accounted inline, with its pair found through the table's
+index of IPv4 pairs; any other frame (another link type or protocol, a SYN, FIN or RST, a
+new connection, the first packet of a direction, a MAC change, a half-open or ended pair, a
+pending FIN acknowledgement, a new clock second, a malformed header) goes to `decode` +
+`Engine.feed` unchanged. So the general path stays the reference: a differential test
+replays captures both ways and requires identical results.
+
+Compiled (setup.py), `p` is a pointer into the buffer and the frame costs no Python object
+but the index key; interpreted, the same source runs on bytes: the twin the compiled build
+is compared with.
+
+Rule numbers cited here are docs/decisions.md's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import cython
+
+from .decode import decode
+from .engine import Engine
+from .frame import (
+    be32,
+    dst_endpoint,
+    fast_key,
+    plain_tcp_len,
+    same_smac,
+    src_endpoint,
+    tcp_flags,
+    tcp_window,
+)
+from .model import Packet
+from .tcptable import Entry, Pair
+
+_INF = float("inf")
+
+
+@cython.cfunc
+@cython.inline
+def _le32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
+    return (cython.cast(cython.ulonglong, p[off + 3]) << 24) | (p[off + 2] << 16) \
+        | (p[off + 1] << 8) | p[off]
+
+
+@cython.ccall
+def fast_tcp(index: dict, p: cython.p_uchar, off: cython.Py_ssize_t,
+             caplen: cython.Py_ssize_t, wirelen: cython.Py_ssize_t, ts: cython.double,
+             iface_no: cython.int, tick_time: cython.double, dirty: set | None) -> cython.int:
+    """Account the Ethernet frame at `off` in `p` if it is a plain TCP packet of an open
+    pair in `index` that changes no state (see the module docstring); returns its IP length,
+    or -1 when the general path must take it (nothing has changed then)."""
+    tlen: cython.int = plain_tcp_len(p, off, caplen, wirelen)
+    if tlen < 0:
+        return -1
+    es: cython.ulonglong = src_endpoint(p, off)
+    ed: cython.ulonglong = dst_endpoint(p, off)
+    lo: cython.ulonglong = es if es <= ed else ed
+    hi: cython.ulonglong = ed if es <= ed else es
+    found = index.get(fast_key(lo, hi, iface_no))
+    if found is None:
+        return -1
+    pair: Pair = found
+    # The same connection (the key is a hash); open, already reordered in its idle list
+    # this second, and not stamped before the last tick (then its activity time is the
+    # tick's). (A half-open pair needs no test: its answering side has no packets yet.)
+    if pair.lo_ep != lo or pair.hi_ep != hi or pair.iface_no != iface_no or pair.ended \
+            or not ts < pair.lru_sec + 1 or ts < tick_time:
+        return -1
+    e: Entry
+    o: Entry
+    if es == pair.a_ep:
+        e, o = pair.a, pair.b
+    else:
+        e, o = pair.b, pair.a
+    # not the first packet this way, no FIN to acknowledge, no MAC change
+    if not e.packets or o.finsent == 1 or not same_smac(p, off, e.smac):
+        return -1
+    flags: cython.int = tcp_flags(p, off)
+    e.packets += 1
+    e.bytes += tlen
+    e.last_size = tlen
+    e.window = tcp_window(p, off)
+    e.flags = flags
+    e.flags_seen |= flags
+    e.last_seen = ts
+    pair.last_seen = ts
+    if dirty is not None:
+        dirty.add(pair.id)
+    return tlen
+
+
+def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packet],
+                 ifaces: Mapping[int, tuple[str, int]],
+                 other: Callable[[int, Packet], None] | None = None) -> int:
+    """Feed `records` ((ts, ifindex, data, wirelen), as capture files yield them) to `engine`
+    in order, each with its frame number from `numbers`; returns how many were frames.
+
+    `ifaces` maps an interface index to (name, link type). A record whose index is not in it
+    is handed to `other` with its number (a shard's control records, a pcapng interface seen
+    late); with no `other` it is an error of the caller's.
+    """
+    tcp = engine.tcp
+    index: dict = tcp.fast
+    dirty = tcp.dirty
+    feed = engine.feed
+    get_iface = ifaces.get
+    # interface index -> its number in the table, once it has one (a pair made on it)
+    nos: dict[int, int] = {}
+    iface_nos = tcp.iface_nos
+    ifno: cython.int
+    frames: cython.Py_ssize_t = 0
+    fast: cython.Py_ssize_t = 0
+    nbytes: cython.longlong = 0
+    tlen: cython.int
+    ts: cython.double
+    # The packet clock in locals, written back before anything else may read it; the newest
+    # tick's time changes only in the general path and in `other`
+    now: cython.double
+    nxt: cython.double
+    now, nxt = _clock(engine)
+    tick_time: cython.double = tcp.clock
+    now0: cython.double = now
+    for frame_no, rec in zip(numbers, records, strict=True):
+        ts_obj, ifindex, data, wirelen = rec
+        ifc = get_iface(ifindex)
+        if ifc is None:
+            if fast:
+                _count(engine, fast, nbytes)
+                fast = nbytes = 0
+            if now != now0:
+                _set_now(engine, now)
+            other(frame_no, rec)  # type: ignore[misc]
+            now, nxt = _clock(engine)
+            tick_time = tcp.clock
+            now0 = now
+            continue
+        frames += 1
+        name, lt = ifc
+        ts = ts_obj
+        # Not a new second of the packet clock (the general path ticks), then Ethernet
+        if (ts <= now or ts < nxt) and lt == 1:
+            ifno = nos.get(ifindex, -1)
+            if ifno < 0:
+                ifno = iface_nos.get(name, -1)
+                if ifno >= 0:
+                    nos[ifindex] = ifno
+            tlen = fast_tcp(index, data, 0, len(data), wirelen, ts, ifno, tick_time, dirty) \
+                if ifno >= 0 else -1
+            if tlen >= 0:
+                if ts > now:
+                    now = ts
+                fast += 1
+                nbytes += tlen
+                continue
+        if now != now0:
+            _set_now(engine, now)
+        feed(ts_obj, name, decode(lt, data, wirelen), frame_no)
+        now, nxt = _clock(engine)
+        tick_time = tcp.clock
+        now0 = now
+    if now != now0:
+        _set_now(engine, now)
+    if fast:
+        _count(engine, fast, nbytes)
+    return frames
+
+
+def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cython.bint,
+              units: cython.double, frame_no: cython.Py_ssize_t, name: str, linktype: int,
+              limit: cython.Py_ssize_t) -> tuple[int, int]:
+    """Feed the whole pcap records that start at `buf[pos]` (at most `limit` of them) to
+    `engine`, the first numbered `frame_no + 1`; returns where the next record starts and
+    how many were fed. Each frame is read where it lies: only a frame the general path
+    takes is copied out of `buf`. `units` is the timestamp fraction's per second."""
+    tcp = engine.tcp
+    index: dict = tcp.fast
+    dirty = tcp.dirty
+    feed = engine.feed
+    iface_nos = tcp.iface_nos
+    iface_no: cython.int = iface_nos.get(name, -1)  # -1 until a pair is made on it
+    ether: cython.bint = linktype == 1
+    p: cython.p_uchar = buf
+    end: cython.Py_ssize_t = len(buf)
+    n: cython.Py_ssize_t = 0
+    fast: cython.Py_ssize_t = 0
+    nbytes: cython.longlong = 0
+    sec: cython.ulonglong
+    frac: cython.ulonglong
+    caplen: cython.Py_ssize_t
+    wirelen: cython.Py_ssize_t
+    start: cython.Py_ssize_t
+    tlen: cython.int
+    ts: cython.double
+    now: cython.double
+    nxt: cython.double
+    now, nxt = _clock(engine)
+    tick_time: cython.double = tcp.clock
+    now0: cython.double = now
+    while n < limit and pos + 16 <= end:
+        if big_endian:
+            sec, frac = be32(p, pos), be32(p, pos + 4)
+            caplen, wirelen = be32(p, pos + 8), be32(p, pos + 12)
+        else:
+            sec, frac = _le32(p, pos), _le32(p, pos + 4)
+            caplen, wirelen = _le32(p, pos + 8), _le32(p, pos + 12)
+        start = pos + 16
+        if start + caplen > end:
+            break
+        # as the record reader computes it: sec + frac / units, correctly rounded
+        ts = sec + frac / units
+        n += 1
+        if (ts <= now or ts < nxt) and ether and iface_no >= 0:
+            tlen = fast_tcp(index, p, start, caplen, wirelen, ts, iface_no, tick_time, dirty)
+            if tlen >= 0:
+                if ts > now:
+                    now = ts
+                fast += 1
+                nbytes += tlen
+                pos = start + caplen
+                continue
+        if now != now0:
+            _set_now(engine, now)
+        feed(ts, name, decode(linktype, buf[start:start + caplen], wirelen), frame_no + n)
+        if iface_no < 0:
+            iface_no = iface_nos.get(name, -1)
+        now, nxt = _clock(engine)
+        tick_time = tcp.clock
+        now0 = now
+        pos = start + caplen
+    if now != now0:
+        _set_now(engine, now)
+    if fast:
+        _count(engine, fast, nbytes)
+    return pos, n
+
+
+def _clock(engine: Engine) -> tuple[float, float]:
+    """The packet clock's time and where its next tick is due (a shard's ticks come as
+    control records, never from packets: never due)."""
+    if engine.clock is None:
+        return engine.now, _INF
+    return engine.clock.now, engine.clock.next
+
+
+def _set_now(engine: Engine, now: float) -> None:
+    """The clock advanced by fast-path packets, as `Engine.feed` would have moved it."""
+    engine.now = now
+    if engine.clock is not None:
+        engine.clock.now = now
+
+
+def _count(engine: Engine, packets: int, nbytes: int) -> None:
+    """The summary lines of frames the fast path took: TCP, and so IP (rule 14)."""
+    s = engine.summary
+    s.frames += packets
+    s.tcp.packets += packets
+    s.tcp.bytes += nbytes
+    s.ip.packets += packets
+    s.ip.bytes += nbytes

@@ -1,0 +1,126 @@
+"""The plain frame: Ethernet + IPv4 without options + TCP, as almost every frame of a busy
+link is, and the connection key the fast path finds its pair by.
+
+One declaration of the layout for the fast path (and the predicate that says a frame is
+plain); the general decoder (decode.py) reads every other frame. Functions here take the
+frame's bytes and an offset, so they read a frame inside a larger buffer (a capture file's,
+a batch's) without slicing it out: compiled, `p` is a pointer and no Python object is made.
+"""
+
+from __future__ import annotations
+
+import cython
+
+ETH_HDR = cython.declare(cython.Py_ssize_t, 14)
+PLAIN_MIN = cython.declare(cython.Py_ssize_t, 54)  # Ethernet + 20 bytes of IPv4 + 20 of TCP
+# Offsets in the frame
+OFF_SMAC = cython.declare(cython.Py_ssize_t, 6)
+OFF_ETYPE = cython.declare(cython.Py_ssize_t, 12)
+OFF_VIHL = cython.declare(cython.Py_ssize_t, 14)  # 0x45: IPv4, no options
+OFF_TLEN = cython.declare(cython.Py_ssize_t, 16)
+OFF_FRAG = cython.declare(cython.Py_ssize_t, 20)
+OFF_PROTO = cython.declare(cython.Py_ssize_t, 23)
+OFF_SRC = cython.declare(cython.Py_ssize_t, 26)
+OFF_DST = cython.declare(cython.Py_ssize_t, 30)
+OFF_SPORT = cython.declare(cython.Py_ssize_t, 34)
+OFF_DPORT = cython.declare(cython.Py_ssize_t, 36)
+OFF_DOFF = cython.declare(cython.Py_ssize_t, 46)
+OFF_FLAGS = cython.declare(cython.Py_ssize_t, 47)
+OFF_WIN = cython.declare(cython.Py_ssize_t, 48)
+STATEFUL = cython.declare(cython.Py_ssize_t, 0x07)  # FIN, SYN, RST: the state machine must see them
+
+
+
+# odd 64-bit multipliers (typed: as bare literals Cython would multiply Python ints)
+_K_LO = cython.declare(cython.ulonglong, 0x5851F42D4C957F2D)
+_K_HI = cython.declare(cython.ulonglong, 0x14057B7EF767814F)
+_K_IF = cython.declare(cython.ulonglong, 0x27BB2EE687B0B0FD)
+
+
+@cython.ccall
+def endpoint(addr: cython.ulonglong, port: cython.ulonglong) -> cython.ulonglong:
+    """An IPv4 address and port as one 48-bit number. Numbers compare as conn_key compares
+    (address bytes, then port), so the lower endpoint is the same one."""
+    return (addr << 16) | port
+
+
+@cython.ccall
+def fast_key(lo: cython.ulonglong, hi: cython.ulonglong, iface_no: cython.int) \
+        -> cython.ulonglong:
+    """A 64-bit hash of a connection (its lower and higher endpoint, its interface's
+    number). Not unique: the table checks the pair it finds (lo, hi, interface) and keeps
+    a colliding pair out of the index, where the general path still finds it."""
+    h: cython.ulonglong = (lo * _K_LO) ^ (hi * _K_HI) ^ (iface_no * _K_IF)
+    if cython.compiled:
+        return h  # C arithmetic wraps at 64 bits
+    return h & 0xFFFFFFFFFFFFFFFF
+
+
+@cython.ccall
+def be16(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.uint:
+    return (p[off] << 8) | p[off + 1]
+
+
+@cython.ccall
+def be32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
+    return (cython.cast(cython.ulonglong, p[off]) << 24) | (p[off + 1] << 16) \
+        | (p[off + 2] << 8) | p[off + 3]
+
+
+@cython.ccall
+def plain_tcp_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
+                  wirelen: cython.Py_ssize_t) -> cython.int:
+    """The IPv4 total length of a plain frame (at `off` in `p`, of `caplen` captured bytes)
+    that carries no FIN, SYN or RST and is not a fragment; -1 for any other frame."""
+    if caplen < PLAIN_MIN or p[off + OFF_VIHL] != 0x45 or p[off + OFF_ETYPE] != 8 \
+            or p[off + OFF_ETYPE + 1] != 0 or p[off + OFF_PROTO] != 6:
+        return -1
+    if be16(p, off + OFF_FRAG) & 0x3FFF or p[off + OFF_FLAGS] & STATEFUL:
+        return -1
+    doff: cython.int = p[off + OFF_DOFF]
+    tlen: cython.int = be16(p, off + OFF_TLEN)
+    if doff < 0x50 or not 20 + ((doff >> 4) << 2) <= tlen <= wirelen - ETH_HDR:
+        return -1
+    return tlen
+
+
+@cython.ccall
+def src_endpoint(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
+    """The plain frame's source address and port (frame at `off`) as `endpoint` makes it."""
+    return endpoint(be32(p, off + OFF_SRC), be16(p, off + OFF_SPORT))
+
+
+@cython.ccall
+def dst_endpoint(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
+    return endpoint(be32(p, off + OFF_DST), be16(p, off + OFF_DPORT))
+
+
+@cython.ccall
+def tcp_flags(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.int:
+    return p[off + OFF_FLAGS]
+
+
+@cython.ccall
+def tcp_window(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.uint:
+    return be16(p, off + OFF_WIN)
+
+
+@cython.ccall
+def same_smac(p: cython.p_uchar, off: cython.Py_ssize_t, mac: object) -> cython.bint:
+    """The source MAC of the frame at `off` is `mac`."""
+    return same_mac(p, off + OFF_SMAC, mac)
+
+
+@cython.ccall
+def same_mac(p: cython.p_uchar, off: cython.Py_ssize_t, mac: object) -> cython.bint:
+    """The 6 bytes at `off` are `mac` (a bytes object, or None: never the same)."""
+    if mac is None:
+        return False
+    m: bytes = mac
+    if len(m) != 6:
+        return False
+    i: cython.Py_ssize_t
+    for i in range(6):
+        if m[i] != p[off + i]:
+            return False
+    return True

@@ -1,0 +1,44 @@
+# The compiled layout of the TCP table's records (Cython reads this beside tcptable.py):
+# counters and times as C fields, so the fast path updates a connection without making a
+# Python object. Interpreted, tcptable.py's dataclasses are the same records.
+
+cdef class Entry:
+    cdef public bytes src
+    cdef public int sport
+    cdef public bytes dst
+    cdef public int dport
+    cdef public long long packets
+    cdef public long long bytes
+    cdef public int last_size
+    cdef public int window
+    cdef public int flags
+    cdef public object smac
+    cdef public int finsent
+    cdef public long long finack
+    cdef public bint reset
+    cdef public double first_seen
+    cdef public double last_seen
+    cdef public int flags_seen
+
+
+cdef class Pair:
+    cdef public object id
+    cdef public str iface
+    cdef public Entry a
+    cdef public Entry b
+    cdef public bint partial
+    cdef public double first_seen
+    cdef public double last_seen
+    cdef public Py_ssize_t slot
+    cdef public bint closed
+    cdef public bint timed_out
+    cdef public str end
+    cdef public long long lru_sec
+    cdef public bint retired
+    cdef public bint ended
+    cdef public bint halfopen
+    cdef public unsigned long long lo_ep
+    cdef public unsigned long long hi_ep
+    cdef public unsigned long long a_ep
+    cdef public int iface_no
+    cdef public object fkey

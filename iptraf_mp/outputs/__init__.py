@@ -1,0 +1,1 @@
+"""iptraf-mp outputs: the sinks: JSON lines, the iptraf log, IPFIX export."""
