@@ -662,8 +662,8 @@ def test_sql_missing_store_and_usage(tmp_path):
 
 
 def test_example_queries_in_docs_run(filled_db):
-    """Every ```sql block of the README (the store section) runs on a real store."""
-    text = (ROOT / "README.md").read_text()
+    """Every ```sql block of docs/store.md runs on a real store."""
+    text = (ROOT / "docs" / "store.md").read_text()
     blocks = [b.split("```", 1)[0] for b in text.split("```sql\n")[1:]]
     assert len(blocks) >= 4
     conn, auth = query.open_readonly(filled_db)
