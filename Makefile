@@ -17,7 +17,7 @@ BUILT := $(VENV)/.built
 CORE_SRC := $(wildcard iptraf_mp/core/*.py iptraf_mp/core/*.pxd) setup.py
 # The tests that compare the compiled core with its twin also run on the source itself
 TWIN_TESTS := tests/test_fastpath.py tests/test_corpus.py tests/test_fixtures.py \
-	tests/test_determinism.py tests/test_decode.py
+	tests/test_determinism.py tests/test_decode.py tests/test_split.py
 
 .PHONY: all deps venv build run test lint bench fuzz clean
 

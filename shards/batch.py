@@ -1,21 +1,19 @@
-"""Wire format for a batch of captured packets handed from a capture process to a shard.
-
-A hand-over between processes costs about as much as parsing a packet, so packets always travel
-in batches: one ``bytes`` object per batch, built incrementally on the capture side.
-
-Layout (all little-endian, no alignment padding)::
-
-    batch   := MAGIC(4) count:u32 record*
-    record  := frame_no:u64 ts:f64 wirelen:u32 ifindex:u32 caplen:u32 data[caplen]
-
-``caplen`` is 32 bits because snap lengths (262144 in libpcap) and GRO/GSO super-frames exceed
-64 KiB. The count in the header lets the decoder reject a truncated or padded batch instead of
-silently returning fewer packets.
-"""
+"""Building batches of captured packets on the capture side, and reading them back where a
+caller wants records (tests, tools). The layout is declared once, in
+iptraf_mp/core/batch_format.py; a shard reads its batches in place (fastpath.feed_batch)."""
 
 from __future__ import annotations
 
 import struct
+
+from iptraf_mp.core.batch_format import (
+    BATCH_HEADER,
+    MAGIC,
+    RECORD_HEADER,
+    BatchBuilder,
+    BatchError,
+)
+from iptraf_mp.core.frame import carried_len
 
 __all__ = [
     "BATCH_HEADER",
@@ -30,21 +28,12 @@ __all__ = [
     "split_batch",
 ]
 
-MAGIC = b"IPB1"
-BATCH_HEADER = struct.Struct("<4sI")
-PACKET_HEADER = struct.Struct("<QdIII")
+PACKET_HEADER = RECORD_HEADER
 
 Packet = tuple[int, float, int, int, bytes]
 
 _BATCH_HEADER_SIZE = BATCH_HEADER.size
 _PACKET_HEADER_SIZE = PACKET_HEADER.size
-# Placeholder header; the real count is patched in by take(), so append() never touches it.
-_EMPTY_HEADER = BATCH_HEADER.pack(MAGIC, 0)
-_pack_header = PACKET_HEADER.pack
-
-
-class BatchError(ValueError):
-    """The bytes are not a well-formed batch."""
 
 
 def encode_batch(packets: list[Packet]) -> bytes:
@@ -109,59 +98,10 @@ def split_batch(buf: bytes | bytearray | memoryview
 
 
 def carried(linktype: int, data: bytes, wirelen: int) -> bytes:
-    """What a shard needs of a frame: all of it, except for the frame that dominates router
-    traffic, Ethernet + IPv4 without options + unfragmented TCP with sane lengths, whose
-    first 54 bytes are all the decoder reads (`iptraf_mp.core.decode.decode`'s one-unpack case,
-    the same test: lengths come from the headers and the wire length, never from what was
-    captured). The payload need not cross the ring: batches shrink about tenfold on bulk
-    transfers, so the rings hold ten times the packets before a burst overflows them."""
-    if linktype == 1 and len(data) > 54 and data[14] == 0x45 and data[23] == 6 \
-            and data[12] == 8 and not data[13] and not (data[20] & 0x3F or data[21]):
-        thl = (data[46] >> 4) << 2
-        if thl >= 20 and 20 + thl <= ((data[16] << 8) | data[17]) <= wirelen - 14:
-            return data[:54]
-    return data
+    """What a shard needs of a frame (frame.carried_len)."""
+    if linktype != 1:
+        return data
+    n = carried_len(data, 0, len(data), wirelen)
+    return data if n == len(data) else data[:n]
 
 
-class BatchBuilder:
-    """Accumulates packets into one batch with as little work per packet as possible.
-
-    The capture loop calls :meth:`append` per packet and :meth:`take` when the batch is big
-    enough (``len(builder)`` packets or ``builder.nbytes`` bytes) or a flush timer fires.
-    """
-
-    __slots__ = ("_buf", "_count")
-
-    def __init__(self) -> None:
-        self._buf = bytearray(_EMPTY_HEADER)
-        self._count = 0
-
-    def append(self, frame_no: int, ts: float, wirelen: int, ifindex: int, data: bytes) -> int:
-        """Add one packet; returns the number of packets now in the batch.
-
-        The return value lets a capture loop test ``if append(...) >= limit`` without a
-        second call (``len(builder)`` costs about a quarter of an append).
-        """
-        # Measured (bench/bench_queue.py --micro): one ``+=`` of header + data and two
-        # ``+=`` cost the same within noise (~0.2 us inline); pack_into() into a preallocated
-        # bytearray plus a slice assignment was 3-4x slower, as both calls export a buffer
-        # from the bytearray. The method call itself adds ~0.1 us.
-        self._buf += _pack_header(frame_no, ts, wirelen, ifindex, len(data)) + data
-        self._count = count = self._count + 1
-        return count
-
-    def __len__(self) -> int:
-        return self._count
-
-    @property
-    def nbytes(self) -> int:
-        """Size of the batch :meth:`take` would return now, header included."""
-        return len(self._buf)
-
-    def take(self) -> bytes:
-        """Return the finished batch and start an empty one."""
-        buf = self._buf
-        BATCH_HEADER.pack_into(buf, 0, MAGIC, self._count)
-        self._buf = bytearray(_EMPTY_HEADER)
-        self._count = 0
-        return bytes(buf)

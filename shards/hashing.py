@@ -14,20 +14,23 @@ from dataclasses import dataclass
 from zlib import crc32
 
 from iptraf_mp.core.decode import decode
+from iptraf_mp.core.frame import endpoint, fast_key, plain_shard
 from iptraf_mp.core.model import FRAG_FIRST, FRAG_LATER, K_ICMP, K_NON_IP, K_TCP, K_UDP
 
 from .protocol import CTL_FRAG_FIRST, CTL_FRAG_PENDING, frag_key_record
 
 _PORTS = struct.Struct("!HH")
-# Ethernet II, IPv4: ethertype, version+IHL, flags+fragment offset, protocol, addresses and
-# the first 4 bytes after a 20-byte header (the ports of TCP and UDP), in one unpack.
-_ETH_IP4 = struct.Struct("!12xHB5xHxB2x4s4s2s2s")
 _VLAN = frozenset((b"\x81\x00", b"\x88\xa8", b"\x91\x00", b"\x92\x00", b"\x93\x00"))
 FRAG_MAP_MAX = 16384
 
 
 def endpoint_hash(ifindex: int, a: bytes, ap: int, b: bytes, bp: int) -> int:
-    """Symmetric in its two endpoints; deterministic across processes (unlike hash())."""
+    """Symmetric in its two endpoints; deterministic across processes (unlike hash()). IPv4
+    endpoints hash as the capture loop's compiled plain_shard hashes them (frame.py)."""
+    if len(a) == 4 and len(b) == 4:
+        ea4 = endpoint(int.from_bytes(a, "big"), ap)
+        eb4 = endpoint(int.from_bytes(b, "big"), bp)
+        return fast_key(ea4, eb4, ifindex) if ea4 <= eb4 else fast_key(eb4, ea4, ifindex)
     ea = a + ap.to_bytes(2, "big")
     eb = b + bp.to_bytes(2, "big")
     if ea > eb:
@@ -62,17 +65,11 @@ class ShardPicker:
         if n == 1:
             return 0
         # The bulk of most links (untagged Ethernet, IPv4 without options, TCP or UDP, not a
-        # fragment) in one unpack: this runs per packet in the capture process, and the
-        # general path below costs three times as much. Same hash as endpoint_hash().
-        if linktype == 1 and len(data) >= 38:
-            et, vihl, fragw, proto, src, dst, sp, dp = _ETH_IP4.unpack_from(data)
-            if et == 0x0800 and vihl == 0x45 and not fragw & 0x3FFF and (proto == 6
-                                                                        or proto == 17):
-                ea = src + sp
-                eb = dst + dp
-                if ea > eb:
-                    ea, eb = eb, ea
-                return crc32(eb, crc32(ea, ifindex)) % n
+        # fragment): compiled, in frame.py. Same hash as endpoint_hash().
+        if linktype == 1:
+            s = plain_shard(data, 0, len(data), ifindex, n)
+            if s >= 0:
+                return s
         if linktype == 1 and len(data) >= 34:
             et = data[12:14]
             off = 14

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from iptraf_mp.capture.capfile import CaptureReader
 from iptraf_mp.core.engine import PacketClock
+from iptraf_mp.core.split import EV_FULL, EV_SLOW, EV_TICK, SplitState, split_pcap
 
 from .batch import BatchBuilder, carried
 from .hashing import ShardPicker
@@ -207,7 +208,13 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
     announced = 0
     since_epoch = 0  # frames read when the last epoch was sent
     speed = cfg.speed
+    raw = reader.raw_pcap() if not speed and rec is None else None
+    progress = [0, 0]  # frames and wire bytes _split_replay has read
     try:
+        if raw is not None:
+            # a pcap replay: the compiled loop over the file's own buffer (core/split.py)
+            _split_replay(prod, raw, reader.interfaces[0], stats, stop, progress)
+            return
         # Per packet: as few attribute lookups and calls as possible (bench_pipeline.py
         # measures this loop: it is what one capture process can do for all the shards).
         for ts, ifidx, data, wirelen in reader:
@@ -271,10 +278,65 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
         stats[ST_ERROR] = e.exit_status
     finally:
         reader.close()
+        if raw is not None:
+            n, nbytes = progress
         stats[ST_FRAMES] = n
         stats[ST_BYTES] = nbytes
         prod.finish()
         stats[ST_DONE] = 1
+
+
+def _split_replay(prod: Producer, raw, iface, stats, stop, progress: list[int]) -> None:
+    """The file reader's loop for a pcap replay (not paced, not recorded): split_pcap does
+    the clock, the shard and the batch of each plain frame; the rest is the record loop's
+    work, here. `progress` holds the frames and wire bytes read so far."""
+    cfg = prod.cfg
+    builders = prod.builders
+    pick = prod.picker.pick
+    clock = prod.clock
+    lt = iface.linktype
+    prod.announce(0, lt, iface.name)
+    st = SplitState(raw.pos, 0, clock.now, clock.next)
+    since_epoch = 0
+    while True:
+        ev = split_pcap(st, raw.buf, raw.big_endian, raw.units, 0, lt, cfg.nshards, builders,
+                        BATCH_PACKETS, BATCH_BYTES)
+        clock.now, clock.next = st.now, st.next
+        n = progress[0] = st.frame_no
+        progress[1] = st.nbytes
+        if ev == EV_TICK:
+            prod.broadcast(CTL_TICK, st.ts)
+            continue
+        if ev == EV_SLOW:
+            data = raw.buf[st.start:st.start + st.caplen]
+            s = pick(lt, data, st.wirelen, 0)
+            if s < 0:
+                s = prod.tell_others(-1 - s, st.ts)
+            b = builders[s]
+            if b.append(n, st.ts, st.wirelen, 0, carried(lt, data, st.wirelen)) \
+                    < BATCH_PACKETS and b.nbytes < BATCH_BYTES:
+                continue
+            st.shard = s
+            ev = EV_FULL
+        if ev == EV_FULL:
+            prod.send(st.shard, wait=True)
+            stats[ST_FRAMES] = n
+            stats[ST_BYTES] = st.nbytes
+            if n - since_epoch >= EPOCH_FRAMES \
+                    or time.monotonic() - prod.last_epoch >= cfg.refresh:
+                prod.epoch(clock.now, n)
+                since_epoch = n
+                for i in range(cfg.nshards):
+                    prod.send(i, wait=True)
+            prod.check_control()
+            if stop.is_set():
+                return
+            continue
+        raw.pos = st.pos  # EV_END
+        raw.count = n
+        if not raw.refill():
+            return
+        st.pos = raw.pos
 
 
 def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush_gen,

@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING
 
 from iptraf_mp.core.decode import decode
 from iptraf_mp.core.engine import Engine, Settings
-from iptraf_mp.core.fastpath import feed_records
+from iptraf_mp.core.fastpath import feed_batch
 from iptraf_mp.core.merge import settle_heap
 from iptraf_mp.core.model import Packet
 from iptraf_mp.core.publication import EPOCH_FINAL, EPOCH_NONE, make_publication, track_changes
 
-from .batch import split_batch
 from .protocol import (
     CTL_END,
     CTL_FLUSH,
@@ -88,8 +87,9 @@ class Shard:
         self.publish(final=True, epoch=EPOCH_FINAL if cfg.epochs else EPOCH_NONE)
 
     def process(self, buf: bytes) -> None:
-        numbers, records = split_batch(buf)
-        self.decoded += feed_records(self.engine, numbers, records, self.ifaces, self._control)
+        if type(buf) is not bytes:
+            buf = bytes(buf)  # one copy: the batch is read in place, frames sliced from it
+        self.decoded += feed_batch(self.engine, buf, self.ifaces, self._control)
 
     def _control(self, frame_no: int, rec: Packet) -> None:
         """A record feed_records does not take: control, or an interface not announced."""

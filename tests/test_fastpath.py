@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from iptraf_mp.capture.capfile import CaptureFileError, open_capture
+from iptraf_mp.core.batch_format import BatchError
 from iptraf_mp.core.decode import decode
 from iptraf_mp.core.engine import Engine, PacketClock, Settings
-from iptraf_mp.core.fastpath import feed_pcap, feed_records
+from iptraf_mp.core.fastpath import feed_batch, feed_pcap, feed_records
 from iptraf_mp.core.publication import track_changes
-from shards.batch import carried
+from shards.batch import carried, encode_batch
 
 from .conftest import corpus_files
 
@@ -353,3 +354,62 @@ def test_feed_pcap_reads_every_pcap_flavour(tmp_path: Path, big_endian: bool,
     cap = tmp_path / "stream.pcap"
     cap.write_bytes(b"".join(out))
     _pcap_both(cap, Settings(log_events=True), limit=5)
+
+
+# ---- feed_batch: a shard's batches read in place -------------------------------------------
+
+def _batch_both(records: list[tuple], ifaces: dict, settings: Settings, size: int) -> None:
+    simple = Engine(settings, display=False, auto_tick=False)
+    fast = Engine(settings, display=False, auto_tick=False)
+    clock = PacketClock()
+    for frame_no, ts, wirelen, ifidx, data in records:  # ticks where a reader puts them
+        if clock.advance(ts):
+            simple.tick(ts)
+        name, lt = ifaces[ifidx]
+        simple.feed(ts, name, decode(lt, data, wirelen), frame_no)
+    clock = PacketClock()
+    ticks: list[int] = []
+    TICK = 0xFFFF_FFF0  # stands for a control record: an index no interface has
+
+    def control(frame_no: int, rec: tuple) -> None:
+        ticks.append(frame_no)
+        fast.tick(rec[0])
+
+    batch: list[tuple] = []
+    for frame_no, ts, wirelen, ifidx, data in records:
+        if clock.advance(ts):
+            batch.append((frame_no, ts, 0, TICK, b""))
+        batch.append((frame_no, ts, wirelen, ifidx, data))
+        if len(batch) >= size:
+            feed_batch(fast, encode_batch(batch), ifaces, control)
+            batch = []
+    feed_batch(fast, encode_batch(batch), ifaces, control)
+    assert ticks == sorted(ticks)
+    _assert_same(_state(simple), _state(fast))
+
+
+@pytest.mark.parametrize("cap", CAPTURES, ids=lambda p: p.name)
+def test_feed_batch_equals_simple_twin(cap: Path) -> None:
+    records, ifaces = _records(cap)
+    _batch_both(records, ifaces, Settings(log_events=True, tcp_timeout=30.0), 512)
+
+
+def test_feed_batch_equals_simple_twin_on_generated_traffic(tmp_path: Path) -> None:
+    cap = tmp_path / "gen.pcap"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gen_capture.py"), str(cap),
+                    "--packets", "30000", "--connections", "1500"], check=True,
+                   stdout=subprocess.DEVNULL)
+    records, ifaces = _records(cap)
+    _batch_both(records, ifaces, Settings(max_pairs=400, tcp_timeout=2.0), 333)
+
+
+@pytest.mark.parametrize("cut", ["short", "magic", "header", "data", "trailing"])
+def test_a_malformed_batch_is_refused_and_feeds_nothing(cut: str) -> None:
+    good = encode_batch([(1, 10.0, 60, 0, _frame(A, B, 1, 2, SYN)),
+                         (2, 10.1, 60, 0, _frame(B, A, 2, 1, SYN | ACK))])
+    bad = {"short": good[:5], "magic": b"XXXX" + good[4:], "header": good[:8 + 10],
+           "data": good[:-3], "trailing": good + b"\0"}[cut]
+    engine = Engine(display=False)
+    with pytest.raises(BatchError):
+        feed_batch(engine, bad, {0: ("eth0", 1)}, lambda n, r: None)
+    assert engine.summary.frames == 0 and not engine.tcp.pairs

@@ -6,3 +6,4 @@ from iptraf_mp.core.tcptable cimport Entry, Pair
 cpdef int fast_tcp(dict index, unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
                    Py_ssize_t wirelen, double ts, int iface_no, double tick_time,
                    set dirty)
+

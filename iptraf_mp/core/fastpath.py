@@ -7,8 +7,9 @@ For such a frame the engine's work is a dozen counter and field updates; the gen
 `TcpTable.packet` looks for state changes) spends most of its time in calls and record
 building around them.
 
-The loops here take a whole batch: records as capture files yield them (`feed_records`), or
-a pcap file's own buffer (`feed_pcap`, which reads each record in place). A frame that
+The loops here take a whole batch: records as capture files yield them (`feed_records`),
+a pcap file's own buffer (`feed_pcap`) or a shard's batch (`feed_batch`), the last two read
+in place. A frame that
 `fast_tcp` can prove plain is accounted inline, with its pair found through the table's
 index of IPv4 pairs; any other frame (another link type or protocol, a SYN, FIN or RST, a
 new connection, the first packet of a direction, a MAC change, a half-open or ended pair, a
@@ -25,10 +26,12 @@ Rule numbers cited here are docs/decisions.md's.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Mapping
 
 import cython
 
+from .batch_format import BATCH_HEADER_SIZE, MAGIC, RECORD_HEADER_SIZE, BatchError
 from .decode import decode
 from .engine import Engine
 from .frame import (
@@ -45,13 +48,17 @@ from .model import Packet
 from .tcptable import Entry, Pair
 
 _INF = float("inf")
+_F64 = struct.Struct("<d")
+# the batch layout's sizes as C constants (imported names would be Python objects)
+_BATCH_HDR = cython.declare(cython.Py_ssize_t, BATCH_HEADER_SIZE)
+_RECORD_HDR = cython.declare(cython.Py_ssize_t, RECORD_HEADER_SIZE)
 
 
 @cython.cfunc
 @cython.inline
 def _le32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
-    return (cython.cast(cython.ulonglong, p[off + 3]) << 24) | (p[off + 2] << 16) \
-        | (p[off + 1] << 8) | p[off]
+    top: cython.ulonglong = p[off + 3]  # typed: p[i] << 24 overflows a C int
+    return (top << 24) | (p[off + 2] << 16) | (p[off + 1] << 8) | p[off]
 
 
 @cython.ccall
@@ -244,6 +251,123 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
     if fast:
         _count(engine, fast, nbytes)
     return pos, n
+
+
+@cython.cfunc
+@cython.inline
+def _le64(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
+    return _le32(p, off) | (_le32(p, off + 4) << 32)
+
+
+@cython.cfunc
+@cython.inline
+def _le_double(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.double:
+    if cython.compiled:
+        # x86 and arm64 load unaligned doubles; batches are little-endian (batch_format.py)
+        return cython.cast(cython.p_double, cython.address(p[off]))[0]
+    return _F64.unpack_from(p, off)[0]
+
+
+def check_batch(buf: bytes) -> int:
+    """The number of records of a well-formed batch (batch_format.py); raises BatchError
+    for a short, truncated or padded one, before anything of it is fed."""
+    p: cython.p_uchar = buf
+    end: cython.Py_ssize_t = len(buf)
+    if end < _BATCH_HDR:
+        raise BatchError(f"batch of {end} bytes is shorter than its header")
+    if buf[:4] != MAGIC:
+        raise BatchError(f"bad batch magic {buf[:4]!r}")
+    count: cython.Py_ssize_t = _le32(p, 4)
+    off: cython.Py_ssize_t = _BATCH_HDR
+    _i: cython.Py_ssize_t
+    for _i in range(count):
+        if off + _RECORD_HDR > end:
+            raise BatchError(f"truncated packet header at offset {off}")
+        off += _RECORD_HDR + _le32(p, off + 24)
+        if off > end:
+            raise BatchError(f"packet data runs past the end of the batch ({off} > {end})")
+    if off != end:
+        raise BatchError(f"{end - off} trailing bytes after {count} packets")
+    return count
+
+
+def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]],
+               other: Callable[[int, Packet], None]) -> int:
+    """Feed a batch (batch_format.py) to `engine` as `feed_records` feeds records, reading
+    each record where it lies; returns how many were frames. Checked whole first
+    (`check_batch`): a malformed batch raises BatchError and feeds nothing."""
+    count: cython.Py_ssize_t = check_batch(buf)
+    tcp = engine.tcp
+    index: dict = tcp.fast
+    dirty = tcp.dirty
+    feed = engine.feed
+    get_iface = ifaces.get
+    nos: dict[int, int] = {}
+    iface_nos = tcp.iface_nos
+    p: cython.p_uchar = buf
+    off: cython.Py_ssize_t = _BATCH_HDR
+    _i: cython.Py_ssize_t
+    start: cython.Py_ssize_t
+    caplen: cython.Py_ssize_t
+    wirelen: cython.Py_ssize_t
+    ifindex: cython.Py_ssize_t
+    ifno: cython.int
+    frames: cython.Py_ssize_t = 0
+    fast: cython.Py_ssize_t = 0
+    nbytes: cython.longlong = 0
+    tlen: cython.int
+    ts: cython.double
+    now: cython.double
+    nxt: cython.double
+    now, nxt = _clock(engine)
+    tick_time: cython.double = tcp.clock
+    now0: cython.double = now
+    for _i in range(count):
+        ts = _le_double(p, off + 8)
+        wirelen = _le32(p, off + 16)
+        ifindex = _le32(p, off + 20)
+        caplen = _le32(p, off + 24)
+        start = off + _RECORD_HDR
+        off = start + caplen
+        ifc = get_iface(ifindex)
+        if ifc is None:
+            if fast:
+                _count(engine, fast, nbytes)
+                fast = nbytes = 0
+            if now != now0:
+                _set_now(engine, now)
+            other(_le64(p, start - _RECORD_HDR), (ts, ifindex, buf[start:off], wirelen))
+            now, nxt = _clock(engine)
+            tick_time = tcp.clock
+            now0 = now
+            continue
+        frames += 1
+        name, lt = ifc
+        if (ts <= now or ts < nxt) and lt == 1:
+            ifno = nos.get(ifindex, -1)
+            if ifno < 0:
+                ifno = iface_nos.get(name, -1)
+                if ifno >= 0:
+                    nos[ifindex] = ifno
+            tlen = fast_tcp(index, p, start, caplen, wirelen, ts, ifno, tick_time, dirty) \
+                if ifno >= 0 else -1
+            if tlen >= 0:
+                if ts > now:
+                    now = ts
+                fast += 1
+                nbytes += tlen
+                continue
+        if now != now0:
+            _set_now(engine, now)
+        feed(ts, name, decode(lt, buf[start:off], wirelen), _le64(p, start - _RECORD_HDR))
+        now, nxt = _clock(engine)
+        tick_time = tcp.clock
+        now0 = now
+    if now != now0:
+        _set_now(engine, now)
+    if fast:
+        _count(engine, fast, nbytes)
+    return frames
 
 
 def _clock(engine: Engine) -> tuple[float, float]:

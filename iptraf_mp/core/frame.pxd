@@ -10,3 +10,7 @@ cpdef unsigned long long dst_endpoint(unsigned char *p, Py_ssize_t off)
 cpdef int tcp_flags(unsigned char *p, Py_ssize_t off)
 cpdef unsigned int tcp_window(unsigned char *p, Py_ssize_t off)
 cpdef bint same_smac(unsigned char *p, Py_ssize_t off, object mac)
+cpdef Py_ssize_t carried_len(unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
+                             Py_ssize_t wirelen)
+cpdef int plain_shard(unsigned char *p, Py_ssize_t off, Py_ssize_t caplen, int ifindex,
+                      int nshards)

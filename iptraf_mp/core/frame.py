@@ -63,8 +63,8 @@ def be16(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.uint:
 
 @cython.ccall
 def be32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
-    return (cython.cast(cython.ulonglong, p[off]) << 24) | (p[off + 1] << 16) \
-        | (p[off + 2] << 8) | p[off + 3]
+    top: cython.ulonglong = p[off]  # typed: p[i] << 24 overflows a C int
+    return (top << 24) | (p[off + 1] << 16) | (p[off + 2] << 8) | p[off + 3]
 
 
 @cython.ccall
@@ -82,6 +82,44 @@ def plain_tcp_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_s
     if doff < 0x50 or not 20 + ((doff >> 4) << 2) <= tlen <= wirelen - ETH_HDR:
         return -1
     return tlen
+
+
+@cython.ccall
+def carried_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
+                wirelen: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """How much of an Ethernet frame a capture process hands a shard: all of it, but for
+    the plain IPv4 TCP frame with sane lengths, whose first 54 bytes are all the decoder
+    reads (its lengths come from the headers and the wire length, never from what was
+    captured). The payload need not cross the ring: batches of bulk traffic shrink about
+    tenfold, so the rings hold ten times the packets before a burst overflows them."""
+    if caplen <= PLAIN_MIN or p[off + OFF_VIHL] != 0x45 or p[off + OFF_PROTO] != 6 \
+            or p[off + OFF_ETYPE] != 8 or p[off + OFF_ETYPE + 1] != 0 \
+            or p[off + OFF_FRAG] & 0x3F or p[off + OFF_FRAG + 1]:
+        return caplen
+    thl: cython.Py_ssize_t = (p[off + OFF_DOFF] >> 4) << 2
+    tlen: cython.Py_ssize_t = be16(p, off + OFF_TLEN)
+    if thl >= 20 and 20 + thl <= tlen <= wirelen - ETH_HDR:
+        return PLAIN_MIN
+    return caplen
+
+
+@cython.ccall
+def plain_shard(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
+                ifindex: cython.int, nshards: cython.int) -> cython.int:
+    """The shard of an untagged Ethernet IPv4 TCP or UDP frame without options that is not
+    a fragment (shards/hashing.py's rule, for the frames that make most of a link); -1 for
+    any other frame."""
+    if caplen < OFF_DPORT + 2 or p[off + OFF_ETYPE] != 8 or p[off + OFF_ETYPE + 1] != 0 \
+            or p[off + OFF_VIHL] != 0x45:
+        return -1
+    proto: cython.int = p[off + OFF_PROTO]
+    if (proto != 6 and proto != 17) or be16(p, off + OFF_FRAG) & 0x3FFF:
+        return -1
+    es: cython.ulonglong = src_endpoint(p, off)
+    ed: cython.ulonglong = dst_endpoint(p, off)
+    if es <= ed:
+        return fast_key(es, ed, ifindex) % nshards
+    return fast_key(ed, es, ifindex) % nshards
 
 
 @cython.ccall

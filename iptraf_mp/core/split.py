@@ -1,0 +1,124 @@
+"""The capture process's loop over a pcap file, compiled: the packet clock, the shard of
+each frame, and its record appended to that shard's batch, read where the frame lies in the
+reader's buffer.
+
+`split_pcap` runs until something needs the shell (shards/reader.py): a clock tick to
+broadcast, a frame the shard picker must look at (anything but plain Ethernet IPv4 TCP or
+UDP: it may need the decoder and the other shards told), a batch that is full, or the end
+of the buffer. It returns which, with the state in a `SplitState`; the shell acts and calls
+it again. The simple twin is the record loop in shards/reader.py, which the differential
+tests compare it with (the same batches, byte for byte).
+"""
+
+from __future__ import annotations
+
+import cython
+
+from .batch_format import BatchBuilder
+from .frame import be32, carried_len, plain_shard
+
+EV_END = 0  # no whole record left in the buffer: refill, then call again
+EV_TICK = 1  # the packet clock ticks at the record at `pos`: broadcast a tick at `ts`
+EV_SLOW = 2  # the record at `start` (numbered `frame_no`) is for the shard picker
+EV_FULL = 3  # the batch of `shard` is full
+
+
+class SplitState:
+    """Where `split_pcap` stopped, and the clock it carries (PacketClock's now and next)."""
+
+    __slots__ = ("pos", "frame_no", "nbytes", "now", "next", "ts", "shard", "start",
+                 "caplen", "wirelen")
+
+    def __init__(self, pos: int, frame_no: int, now: float, nxt: float) -> None:
+        self.pos = pos  # next record in the buffer
+        self.frame_no = frame_no  # frames read so far (the last one's number)
+        self.nbytes = 0  # wire bytes of the frames read
+        self.now = now
+        self.next = nxt
+        self.ts = 0.0  # EV_TICK, EV_SLOW: the record's time
+        self.shard = 0  # EV_FULL
+        self.start = 0  # EV_SLOW: the frame's offset, length and wire length
+        self.caplen = 0
+        self.wirelen = 0
+
+
+@cython.cfunc
+@cython.inline
+def _le32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
+    top: cython.ulonglong = p[off + 3]  # typed: p[i] << 24 overflows a C int
+    return (top << 24) | (p[off + 2] << 16) | (p[off + 1] << 8) | p[off]
+
+
+@cython.cfunc
+@cython.inline
+def _next_second(ts: cython.double) -> cython.double:
+    """PacketClock's next tick: float(int(ts) + 1)."""
+    whole: cython.longlong = int(ts)
+    return whole + 1.0
+
+
+def split_pcap(st: SplitState, buf: bytes, big_endian: cython.bint, units: cython.double,
+               ifindex: cython.int, linktype: cython.int, nshards: cython.int,
+               builders: list, batch_packets: cython.Py_ssize_t,
+               batch_bytes: cython.Py_ssize_t) -> int:
+    """Append the records of `buf` from `st.pos` on to `builders` (one per shard) until an
+    event (EV_*); returns it, `st` updated."""
+    p: cython.p_uchar = buf
+    end: cython.Py_ssize_t = len(buf)
+    pos: cython.Py_ssize_t = st.pos
+    n: cython.Py_ssize_t = st.frame_no
+    nbytes: cython.longlong = st.nbytes
+    now: cython.double = st.now
+    nxt: cython.double = st.next
+    ether: cython.bint = linktype == 1
+    sec: cython.ulonglong
+    frac: cython.ulonglong
+    caplen: cython.Py_ssize_t
+    wirelen: cython.Py_ssize_t
+    start: cython.Py_ssize_t
+    ts: cython.double
+    s: cython.int
+    count: cython.Py_ssize_t
+    b: BatchBuilder
+    event: cython.int = EV_END
+    while pos + 16 <= end:
+        if big_endian:
+            sec, frac = be32(p, pos), be32(p, pos + 4)
+            caplen, wirelen = be32(p, pos + 8), be32(p, pos + 12)
+        else:
+            sec, frac = _le32(p, pos), _le32(p, pos + 4)
+            caplen, wirelen = _le32(p, pos + 8), _le32(p, pos + 12)
+        start = pos + 16
+        if start + caplen > end:
+            break
+        ts = sec + frac / units  # as the record reader computes it
+        if ts > now:  # PacketClock.advance
+            now = ts
+            if ts >= nxt:
+                nxt = _next_second(ts)
+                st.ts = ts
+                event = EV_TICK
+                break  # the record stays: called again, its time is no longer ahead
+        n += 1
+        nbytes += wirelen
+        if nshards == 1:
+            s = 0
+        elif ether:
+            s = plain_shard(p, start, caplen, ifindex, nshards)
+        else:
+            s = -1
+        if s < 0:
+            st.ts, st.start, st.caplen, st.wirelen = ts, start, caplen, wirelen
+            pos = start + caplen
+            event = EV_SLOW
+            break
+        b = builders[s]
+        count = b.put(p, start, carried_len(p, start, caplen, wirelen) if ether else caplen,
+                      n, ts, wirelen, ifindex)
+        pos = start + caplen
+        if count >= batch_packets or b.size >= batch_bytes:
+            st.shard = s
+            event = EV_FULL
+            break
+    st.pos, st.frame_no, st.nbytes, st.now, st.next = pos, n, nbytes, now, nxt
+    return event
