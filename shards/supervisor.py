@@ -352,15 +352,6 @@ class Pipeline:
             self._stop_at = time.monotonic()
         self.stop_event.set()
 
-    def run_to_end(self, on_ready: Callable[[list], None] | None = None) -> None:
-        while self.poll(self.refresh):
-            if on_ready is not None:
-                for group in self.merger.take_ready():
-                    on_ready(group)
-        if on_ready is not None:
-            for group in self.merger.take_ready():
-                on_ready(group)
-
     # ---- recording -----------------------------------------------------------------------
 
     def _record_loop(self) -> None:

@@ -159,15 +159,6 @@ class LocalRun:
     def counters(self) -> RunStats:
         return self.stats
 
-    def run_to_end(self, on_ready=None) -> None:
-        while self.poll(self.refresh):
-            if on_ready is not None:
-                for group in self.merger.take_ready():
-                    on_ready(group)
-        if on_ready is not None:
-            for group in self.merger.take_ready():
-                on_ready(group)
-
     def join_recorder(self) -> None:
         """Nothing to wait for: -w always runs the pipeline."""
 

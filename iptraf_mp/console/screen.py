@@ -91,10 +91,6 @@ class Columns:
     if_w: int
 
     @property
-    def x_host(self) -> int:
-        return 2
-
-    @property
     def x_mark(self) -> int:
         return 2 + self.host_w
 

@@ -97,8 +97,3 @@ def fmt_flags(flags: int) -> str:
     """IPTraf's four flag positions S P A U, '-' where unset."""
     return (("S" if flags & TH_SYN else "-") + ("P" if flags & TH_PUSH else "-")
             + ("A" if flags & TH_ACK else "-") + ("U" if flags & TH_URG else "-"))
-
-
-def fmt_hostport(addr: bytes, port: int) -> str:
-    host = fmt_addr(addr)
-    return f"{host}:{port}"

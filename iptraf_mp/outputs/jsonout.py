@@ -25,10 +25,6 @@ def entry_record(pair: Pair, e: Entry) -> dict:
     }
 
 
-def pair_records(pair: Pair) -> tuple[dict, dict]:
-    return entry_record(pair, pair.a), entry_record(pair, pair.b)
-
-
 _STATE_FLAGS = tuple(fmt_flags(i) for i in range(256))
 
 
