@@ -42,3 +42,30 @@ cdef class Pair:
     cdef public unsigned long long a_ep
     cdef public int iface_no
     cdef public object fkey
+
+
+cdef class TcpTable:
+    cdef public double timeout
+    cdef public bint log_events
+    cdef public object display
+    cdef public dict pairs
+    cdef public dict live
+    cdef public dict open_lru
+    cdef public dict ended_lru
+    cdef public dict stale_lru
+    cdef public dict stale_seen_lru
+    cdef public list retired
+    cdef public list events
+    cdef public dict frags
+    cdef public dict frag_pending
+    cdef public dict frag_seen
+    cdef public long long created
+    cdef public dict macs
+    cdef public long long max_pairs
+    cdef public long long untracked
+    cdef public long long evicted
+    cdef public dict halfopen
+    cdef public object dirty
+    cdef public double clock
+    cdef public dict fast
+    cdef public dict iface_nos

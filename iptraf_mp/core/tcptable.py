@@ -21,7 +21,7 @@ Two things are kept apart on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cython
 
@@ -201,36 +201,45 @@ class SlotList:
             p.slot = i
 
 
-@dataclass(slots=True)
+@cython.dataclasses.dataclass
 class TcpTable:
     timeout: float = 900.0  # rule 7: 15 minutes
     log_events: bool = False
     # the screen rows; None where another process (or the merger) keeps them
-    display: SlotList | None = field(default_factory=SlotList)
-    pairs: dict[int, Pair] = field(default_factory=dict)  # every pair not yet retired
+    display: SlotList | None = cython.dataclasses.field(default_factory=SlotList)
+    # every pair not yet retired
+    pairs: dict[int, Pair] = cython.dataclasses.field(default_factory=dict)
     # conn_key -> the latest pair on those addresses and ports, until it retires
-    live: dict[tuple, Pair] = field(default_factory=dict)
+    live: dict[tuple, Pair] = cython.dataclasses.field(default_factory=dict)
     # Idle lists, each in increasing order of its pairs' lru_sec (reordered at most once per
     # clock second). Pairs that time out carry the second of their last packet, older than
     # that of a timed-out pair that has had a packet since: two lists, each in order.
-    open_lru: dict[int, Pair] = field(default_factory=dict)  # open: for the timeout
-    ended_lru: dict[int, Pair] = field(default_factory=dict)  # ended: for the linger
-    stale_lru: dict[int, Pair] = field(default_factory=dict)  # timed out, idle since
-    stale_seen_lru: dict[int, Pair] = field(default_factory=dict)  # timed out, packets since
-    retired: list[Pair] = field(default_factory=list)  # left the engine; the caller drains it
-    events: list[TcpEvent] = field(default_factory=list)
-    frags: dict[tuple, tuple] = field(default_factory=dict)  # (src, dst, proto, id) -> pair, entry
-    frag_pending: dict[tuple, list] = field(default_factory=dict)  # before the first fragment
-    frag_seen: dict[tuple, int] = field(default_factory=dict)  # -> second, by _age_sec
+    # open: for the timeout
+    open_lru: dict[int, Pair] = cython.dataclasses.field(default_factory=dict)
+    # ended: for the linger
+    ended_lru: dict[int, Pair] = cython.dataclasses.field(default_factory=dict)
+    # timed out, idle since
+    stale_lru: dict[int, Pair] = cython.dataclasses.field(default_factory=dict)
+    # timed out, packets since
+    stale_seen_lru: dict[int, Pair] = cython.dataclasses.field(default_factory=dict)
+    # left the engine; the caller drains it
+    retired: list[Pair] = cython.dataclasses.field(default_factory=list)
+    events: list[TcpEvent] = cython.dataclasses.field(default_factory=list)
+    # (src, dst, proto, id) -> pair, entry
+    frags: dict[tuple, tuple] = cython.dataclasses.field(default_factory=dict)
+    # before the first fragment
+    frag_pending: dict[tuple, list] = cython.dataclasses.field(default_factory=dict)
+    # -> second, by _age_sec
+    frag_seen: dict[tuple, int] = cython.dataclasses.field(default_factory=dict)
     created: int = 0
-    macs: dict[bytes, bytes] = field(default_factory=dict)
+    macs: dict[bytes, bytes] = cython.dataclasses.field(default_factory=dict)
     # Floods: at most max_pairs pairs; then the oldest ended, then timed-out ones are evicted,
     # and when none is left new connections are counted (summary) but not tracked.
     max_pairs: int = 1_000_000
     untracked: int = 0
     evicted: int = 0
     # IPTraf's SYN-flood sign: pairs still at a lone SYN (S---, no answer), per destination.
-    halfopen: dict[tuple, int] = field(default_factory=dict)
+    halfopen: dict[tuple, int] = cython.dataclasses.field(default_factory=dict)
     dirty: set[int] | None = None  # ids of pairs changed since the last publication, if wanted
     # Packet time of the newest tick: every engine of a run (shards included) sees the same
     # ticks, but not the same packets, so activity is measured against this, never against
@@ -238,8 +247,9 @@ class TcpTable:
     clock: float = float("-inf")
     # The fast path's index of IPv4 pairs: frame.fast_key -> the pair in `live` (a pair whose
     # key collides with another's is left out, and found the general way)
-    fast: dict[int, Pair] = field(default_factory=dict)
-    iface_nos: dict[str, int] = field(default_factory=dict)  # interface name -> its number
+    fast: dict[int, Pair] = cython.dataclasses.field(default_factory=dict)
+    # interface name -> its number
+    iface_nos: dict[str, int] = cython.dataclasses.field(default_factory=dict)
 
     @property
     def slots(self) -> list[Pair]:
