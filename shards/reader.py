@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 from iptraf_mp.capture.capfile import CaptureReader
 from iptraf_mp.core.engine import PacketClock
-from iptraf_mp.core.split import EV_FULL, EV_SLOW, EV_TICK, SplitState, split_pcap
+from iptraf_mp.core.split import (
+    EV_END,
+    EV_FULL,
+    EV_SLOW,
+    EV_TICK,
+    SplitState,
+    split_live,
+    split_pcap,
+)
 
 from .batch import BatchBuilder, carried
 from .hashing import ShardPicker
@@ -365,35 +373,50 @@ def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush
     fd = handle.fileno()
     last_stats = 0.0
     os_index = _os_index(name)
+    clock = prod.clock
+    st = SplitState(0, 0, clock.now, clock.next)
+    # with the recorder on, every frame goes the shell's way (it records each): as if every
+    # frame needed the picker, which nshards 0 means to split_live
+    nshards_fast = 0 if rec is not None else nshards
     try:
         while not stop.is_set():
             ready, _, _ = select.select([fd], [], [], 0.05)
             if ready:
-                for tsns, buf in handle.readpkts():
-                    # The recording (-w) keeps microseconds: the live engine must see the
-                    # same clock, or its replay would differ in the last digit
-                    ts = (tsns + 500) // 1000 / 1e6
-                    data = bytes(buf)
-                    wirelen = len(data)  # snaplen 256 KiB: nothing is cut
-                    n += 1
-                    nbytes += wirelen
-                    if advance(ts):
-                        prod.broadcast(CTL_TICK, ts)
-                    s = pick(linktype, data, wirelen, ifindex) if nshards > 1 else 0
-                    if s < 0:
-                        s = prod.tell_others(-1 - s, ts)
-                    b = builders[s]
-                    if rec is not None:
-                        prod.record_frame(n, ts, wirelen, ifindex, data, wait=False)
-                    if b.append((n << id_shift) | id_index, ts, wirelen, ifindex,
-                                carried(linktype, data, wirelen)) >= BATCH_PACKETS \
-                            or b.nbytes >= BATCH_BYTES:
-                        prod.send(s, wait=False)
+                # The clock, the shard and the batch of each packet: compiled
+                # (core/split.py); it hands back ticks, full batches and the frames the
+                # picker or the recorder (-w: every frame) must see.
+                st.pos = 0
+                pkts = handle.readpkts()
+                while True:
+                    ev = split_live(st, pkts, linktype, ifindex, nshards_fast, builders,
+                                    id_shift, id_index, BATCH_PACKETS, BATCH_BYTES)
+                    clock.now, clock.next = st.now, st.next
+                    if ev == EV_END:
+                        break
+                    if ev == EV_TICK:
+                        prod.broadcast(CTL_TICK, st.ts)
+                    elif ev == EV_FULL:
+                        prod.send(st.shard, wait=False)
+                    else:  # EV_SLOW
+                        ts, data, m = st.ts, st.data, st.frame_no
+                        wirelen = len(data)
+                        s = pick(linktype, data, wirelen, ifindex) if nshards > 1 else 0
+                        if s < 0:
+                            s = prod.tell_others(-1 - s, ts)
+                        b = builders[s]
+                        if rec is not None:
+                            prod.record_frame(m, ts, wirelen, ifindex, data, wait=False)
+                        if b.append((m << id_shift) | id_index, ts, wirelen, ifindex,
+                                    carried(linktype, data, wirelen)) >= BATCH_PACKETS \
+                                or b.nbytes >= BATCH_BYTES:
+                            prod.send(s, wait=False)
+                n, nbytes = st.frame_no, st.nbytes
             else:
                 # a quiet wire still has a clock: timeouts must fire without packets
                 now = time.time()
                 if advance(now):
                     prod.broadcast(CTL_TICK, now)
+                st.now, st.next = clock.now, clock.next
             prod.check_control()
             prod.send_all(wait=False)
             stats[ST_FRAMES] = n

@@ -13,7 +13,15 @@ import pytest
 from iptraf_mp.capture.capfile import CaptureFileError, open_capture
 from iptraf_mp.core.batch_format import BatchBuilder
 from iptraf_mp.core.engine import PacketClock
-from iptraf_mp.core.split import EV_FULL, EV_SLOW, EV_TICK, SplitState, split_pcap
+from iptraf_mp.core.split import (
+    EV_END,
+    EV_FULL,
+    EV_SLOW,
+    EV_TICK,
+    SplitState,
+    split_live,
+    split_pcap,
+)
 from shards.batch import carried
 from shards.hashing import ShardPicker
 
@@ -108,3 +116,79 @@ def test_split_pcap_equals_the_record_loop_on_generated_traffic(tmp_path: Path) 
         split = _split_loop(cap, nshards)
         assert sum(1 for e in split if e[0] == "batch") > 30000 // BATCH_PACKETS
         assert split == _record_loop(cap, nshards)
+
+
+def _live_record_loop(pkts: list, nshards: int, id_shift: int, id_index: int) -> list:
+    """shards/reader.py's live loop before it was compiled, as the twin."""
+    log: list = []
+    clock = PacketClock()
+    picker = ShardPicker(nshards)
+    builders = [BatchBuilder() for _ in range(nshards)]
+    for n, (tsns, buf) in enumerate(pkts, 1):
+        ts = (tsns + 500) // 1000 / 1e6
+        data = bytes(buf)
+        if clock.advance(ts):
+            log.append(("tick", ts, n))
+        s = picker.pick(1, data, len(data), 3) if nshards > 1 else 0
+        if s < 0:
+            s = -1 - s
+        b = builders[s]
+        if b.append((n << id_shift) | id_index, ts, len(data), 3,
+                    carried(1, data, len(data))) >= BATCH_PACKETS or b.nbytes >= BATCH_BYTES:
+            log.append(("batch", s, b.take()))
+    return log + [("batch", s, b.take()) for s, b in enumerate(builders)]
+
+
+def _live_split_loop(pkts: list, nshards: int, id_shift: int, id_index: int,
+                     every: bool, chunk: int) -> list:
+    log: list = []
+    clock = PacketClock()
+    picker = ShardPicker(nshards)
+    builders = [BatchBuilder() for _ in range(nshards)]
+    st = SplitState(0, 0, clock.now, clock.next)
+    for i in range(0, len(pkts), chunk):  # as pypcap hands them over, a few at a time
+        part = pkts[i:i + chunk]
+        st.pos = 0
+        while True:
+            ev = split_live(st, part, 1, 3, 0 if every else nshards, builders, id_shift,
+                            id_index, BATCH_PACKETS, BATCH_BYTES)
+            if ev == EV_END:
+                break
+            if ev == EV_TICK:
+                log.append(("tick", st.ts, st.frame_no + 1))
+            elif ev == EV_FULL:
+                log.append(("batch", st.shard, builders[st.shard].take()))
+            else:
+                data = st.data
+                s = picker.pick(1, data, len(data), 3) if nshards > 1 else 0
+                if s < 0:
+                    s = -1 - s
+                b = builders[s]
+                if b.append((st.frame_no << id_shift) | id_index, st.ts, len(data), 3,
+                            carried(1, data, len(data))) >= BATCH_PACKETS \
+                        or b.nbytes >= BATCH_BYTES:
+                    log.append(("batch", s, b.take()))
+    return log + [("batch", s, b.take()) for s, b in enumerate(builders)]
+
+
+@pytest.mark.parametrize("every", [False, True], ids=["split", "every-frame-to-the-shell"])
+@pytest.mark.parametrize("nshards", [1, 3])
+def test_split_live_equals_the_live_record_loop(every: bool, nshards: int) -> None:
+    """Every Ethernet frame of the corpus and fixtures, as pypcap would hand them over
+    (nanosecond times, memoryviews, a few per read), through both loops."""
+    pkts = []
+    t = 1_700_000_000_000_000_000
+    for cap in PCAPS:
+        with open_capture(cap) as r:
+            if r.interfaces[0].linktype != 1:
+                continue
+            try:
+                for _ts, _i, data, _wl in r:
+                    t += 7_654_321  # ns: ticks every ~130 packets, sub-microsecond rounding
+                    pkts.append((t, memoryview(data)))
+            except CaptureFileError:
+                pass
+    assert len(pkts) > 10_000
+    want = _live_record_loop(pkts, nshards, 8, 5)
+    for chunk in (1, 7, 1000):
+        assert _live_split_loop(pkts, nshards, 8, 5, every, chunk) == want, chunk

@@ -27,7 +27,7 @@ class SplitState:
     """Where `split_pcap` stopped, and the clock it carries (PacketClock's now and next)."""
 
     __slots__ = ("pos", "frame_no", "nbytes", "now", "next", "ts", "shard", "start",
-                 "caplen", "wirelen")
+                 "caplen", "wirelen", "data")
 
     def __init__(self, pos: int, frame_no: int, now: float, nxt: float) -> None:
         self.pos = pos  # next record in the buffer
@@ -40,6 +40,7 @@ class SplitState:
         self.start = 0  # EV_SLOW: the frame's offset, length and wire length
         self.caplen = 0
         self.wirelen = 0
+        self.data = b""  # split_live's EV_SLOW: the frame
 
 
 @cython.cfunc
@@ -121,4 +122,69 @@ def split_pcap(st: SplitState, buf: bytes, big_endian: cython.bint, units: cytho
             event = EV_FULL
             break
     st.pos, st.frame_no, st.nbytes, st.now, st.next = pos, n, nbytes, now, nxt
+    return event
+
+
+def split_live(st: SplitState, pkts: list, linktype: cython.int, ifindex: cython.int,
+               nshards: cython.int, builders: list, id_shift: cython.int,
+               id_index: cython.longlong, batch_packets: cython.Py_ssize_t,
+               batch_bytes: cython.Py_ssize_t) -> int:
+    """The live capture loop's work for the packets pypcap read at once, (nanosecond time,
+    frame) each, from `pkts[st.pos]` on, as split_pcap does it for a file (same events;
+    EV_SLOW hands the frame over as `st.data`, numbered `st.frame_no`, at `st.ts`; with
+    `nshards` 0 every frame is). Pair ids carry the capture process's index in their low
+    `id_shift` bits."""
+    i: cython.Py_ssize_t = st.pos
+    count_pkts: cython.Py_ssize_t = len(pkts)
+    n: cython.longlong = st.frame_no
+    nbytes: cython.longlong = st.nbytes
+    now: cython.double = st.now
+    nxt: cython.double = st.next
+    ether: cython.bint = linktype == 1
+    tsus: cython.longlong
+    ts: cython.double
+    wirelen: cython.Py_ssize_t
+    s: cython.int
+    count: cython.Py_ssize_t
+    p: cython.p_uchar
+    b: BatchBuilder
+    event: cython.int = EV_END
+    while i < count_pkts:
+        tsns, buf = pkts[i]
+        # microseconds, as the recording (-w) keeps them: a replay of it sees this clock
+        tsus = (tsns + 500) // 1000
+        ts = tsus / 1e6
+        if ts > now:  # PacketClock.advance
+            now = ts
+            if ts >= nxt:
+                nxt = _next_second(ts)
+                st.ts = ts
+                event = EV_TICK
+                break  # the packet stays: called again, its time is no longer ahead
+        data = bytes(buf)
+        wirelen = len(data)  # the snap length is 256 KiB: nothing is cut
+        n += 1
+        nbytes += wirelen
+        i += 1
+        p = data
+        if nshards <= 0:
+            s = -1  # every frame to the shell
+        elif nshards == 1:
+            s = 0
+        elif ether:
+            s = plain_shard(p, 0, wirelen, ifindex, nshards)
+        else:
+            s = -1
+        if s < 0:
+            st.ts, st.data = ts, data
+            event = EV_SLOW
+            break
+        b = builders[s]
+        count = b.put(p, 0, carried_len(p, 0, wirelen, wirelen) if ether else wirelen,
+                      (n << id_shift) | id_index, ts, wirelen, ifindex)
+        if count >= batch_packets or b.size >= batch_bytes:
+            st.shard = s
+            event = EV_FULL
+            break
+    st.pos, st.frame_no, st.nbytes, st.now, st.next = i, n, nbytes, now, nxt
     return event
