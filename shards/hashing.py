@@ -103,6 +103,10 @@ class ShardPicker:
         n = self.n
         if d.kind == K_NON_IP:
             return crc32(d.smac or b"", ifindex) % n
+        if d.malformed:
+            # counted, never in a table (rule 18): no fragment of it is remembered or noted,
+            # as the engine that takes it remembers none
+            return endpoint_hash(ifindex, d.src, 0, d.dst, 0) % n
         fk = (d.src, d.dst, d.proto, d.ipid)
         if d.frag == FRAG_LATER:
             s = self.frags.get(fk)
