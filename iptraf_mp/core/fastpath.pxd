@@ -1,5 +1,5 @@
 # The compiled fast path's C-level calls (Cython reads this beside fastpath.py).
-from iptraf_mp.core.frame cimport (be32, dst_endpoint, fast_key, plain_tcp_len, same_smac,
+from iptraf_mp.core.frame cimport (be32, dst_endpoint, fast_key, le32, plain_tcp_len, same_smac,
                                    src_endpoint, tcp_flags, tcp_window)
 from iptraf_mp.core.tcptable cimport Entry, Pair
 

@@ -38,6 +38,7 @@ from .frame import (
     be32,
     dst_endpoint,
     fast_key,
+    le32,
     plain_tcp_len,
     same_smac,
     src_endpoint,
@@ -52,13 +53,6 @@ _F64 = struct.Struct("<d")
 # the batch layout's sizes as C constants (imported names would be Python objects)
 _BATCH_HDR = cython.declare(cython.Py_ssize_t, BATCH_HEADER_SIZE)
 _RECORD_HDR = cython.declare(cython.Py_ssize_t, RECORD_HEADER_SIZE)
-
-
-@cython.cfunc
-@cython.inline
-def _le32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
-    top: cython.ulonglong = p[off + 3]  # typed: p[i] << 24 overflows a C int
-    return (top << 24) | (p[off + 2] << 16) | (p[off + 1] << 8) | p[off]
 
 
 @cython.ccall
@@ -220,8 +214,8 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
             sec, frac = be32(p, pos), be32(p, pos + 4)
             caplen, wirelen = be32(p, pos + 8), be32(p, pos + 12)
         else:
-            sec, frac = _le32(p, pos), _le32(p, pos + 4)
-            caplen, wirelen = _le32(p, pos + 8), _le32(p, pos + 12)
+            sec, frac = le32(p, pos), le32(p, pos + 4)
+            caplen, wirelen = le32(p, pos + 8), le32(p, pos + 12)
         start = pos + 16
         if start + caplen > end:
             break
@@ -256,7 +250,7 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
 @cython.cfunc
 @cython.inline
 def _le64(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
-    return _le32(p, off) | (_le32(p, off + 4) << 32)
+    return le32(p, off) | (le32(p, off + 4) << 32)
 
 
 @cython.cfunc
@@ -277,13 +271,13 @@ def check_batch(buf: bytes) -> int:
         raise BatchError(f"batch of {end} bytes is shorter than its header")
     if buf[:4] != MAGIC:
         raise BatchError(f"bad batch magic {buf[:4]!r}")
-    count: cython.Py_ssize_t = _le32(p, 4)
+    count: cython.Py_ssize_t = le32(p, 4)
     off: cython.Py_ssize_t = _BATCH_HDR
     _i: cython.Py_ssize_t
     for _i in range(count):
         if off + _RECORD_HDR > end:
             raise BatchError(f"truncated packet header at offset {off}")
-        off += _RECORD_HDR + _le32(p, off + 24)
+        off += _RECORD_HDR + le32(p, off + 24)
         if off > end:
             raise BatchError(f"packet data runs past the end of the batch ({off} > {end})")
     if off != end:
@@ -324,9 +318,9 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
     now0: cython.double = now
     for _i in range(count):
         ts = _le_double(p, off + 8)
-        wirelen = _le32(p, off + 16)
-        ifindex = _le32(p, off + 20)
-        caplen = _le32(p, off + 24)
+        wirelen = le32(p, off + 16)
+        ifindex = le32(p, off + 20)
+        caplen = le32(p, off + 24)
         start = off + _RECORD_HDR
         off = start + caplen
         ifc = get_iface(ifindex)

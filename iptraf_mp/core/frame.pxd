@@ -2,6 +2,7 @@ cpdef unsigned long long endpoint(unsigned long long addr, unsigned long long po
 cpdef unsigned long long fast_key(unsigned long long lo, unsigned long long hi, int iface_no)
 cpdef unsigned int be16(unsigned char *p, Py_ssize_t off)
 cpdef unsigned long long be32(unsigned char *p, Py_ssize_t off)
+cpdef unsigned long long le32(unsigned char *p, Py_ssize_t off)
 cpdef int plain_tcp_len(unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
                         Py_ssize_t wirelen)
 cpdef bint same_mac(unsigned char *p, Py_ssize_t off, object mac)

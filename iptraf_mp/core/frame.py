@@ -68,6 +68,13 @@ def be32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
 
 
 @cython.ccall
+def le32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
+    """A little-endian u32 (pcap records of a little-endian file, batch records)."""
+    top: cython.ulonglong = p[off + 3]  # typed: p[i] << 24 overflows a C int
+    return (top << 24) | (p[off + 2] << 16) | (p[off + 1] << 8) | p[off]
+
+
+@cython.ccall
 def plain_tcp_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
                   wirelen: cython.Py_ssize_t) -> cython.int:
     """The IPv4 total length of a plain frame (at `off` in `p`, of `caplen` captured bytes)

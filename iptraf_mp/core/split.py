@@ -15,7 +15,7 @@ from __future__ import annotations
 import cython
 
 from .batch_format import BatchBuilder
-from .frame import be32, carried_len, plain_shard
+from .frame import be32, carried_len, le32, plain_shard
 
 EV_END = 0  # no whole record left in the buffer: refill, then call again
 EV_TICK = 1  # the packet clock ticks at the record at `pos`: broadcast a tick at `ts`
@@ -41,13 +41,6 @@ class SplitState:
         self.caplen = 0
         self.wirelen = 0
         self.data = b""  # split_live's EV_SLOW: the frame
-
-
-@cython.cfunc
-@cython.inline
-def _le32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
-    top: cython.ulonglong = p[off + 3]  # typed: p[i] << 24 overflows a C int
-    return (top << 24) | (p[off + 2] << 16) | (p[off + 1] << 8) | p[off]
 
 
 @cython.cfunc
@@ -87,8 +80,8 @@ def split_pcap(st: SplitState, buf: bytes, big_endian: cython.bint, units: cytho
             sec, frac = be32(p, pos), be32(p, pos + 4)
             caplen, wirelen = be32(p, pos + 8), be32(p, pos + 12)
         else:
-            sec, frac = _le32(p, pos), _le32(p, pos + 4)
-            caplen, wirelen = _le32(p, pos + 8), _le32(p, pos + 12)
+            sec, frac = le32(p, pos), le32(p, pos + 4)
+            caplen, wirelen = le32(p, pos + 8), le32(p, pos + 12)
         start = pos + 16
         if start + caplen > end:
             break
