@@ -67,6 +67,7 @@ lint: venv
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	$(BIN)/pytest -q -ra --durations=12
 	IPTRAF_MP_INTERPRETED=1 $(BIN)/pytest -q -ra $(TWIN_TESTS) -k "not synflood"
 

@@ -43,7 +43,6 @@ from shards.hashing import ShardPicker  # noqa: E402
 from shards.protocol import CTL_END  # noqa: E402
 from shards.reader import NSTATS, ProducerConfig, run_file_reader  # noqa: E402
 from shards.ring import Ring  # noqa: E402
-from shards.ringset import RingSet  # noqa: E402
 from shards.worker import Shard, ShardConfig  # noqa: E402
 
 CACHE = Path(os.environ.get("IPTRAF_MP_BENCH_CACHE", "/tmp/iptraf-mp-bench"))
@@ -313,8 +312,8 @@ def stage_shard(batches: list[bytes], refresh: float = 0.25) -> tuple[float, int
     """A shard's work on those batches, publishing every `refresh` s of its own CPU time:
     (CPU s, packets, the pickled publications)."""
     conn = _PicklingConn()
-    shard = Shard(ShardConfig(0, 1, Settings(), refresh, keep_lines=True), RingSet([]),
-                  conn)  # type: ignore[arg-type]
+    shard = Shard(ShardConfig(0, 1, Settings(), refresh, keep_lines=True),
+                  None, conn)  # type: ignore[arg-type]  # fed by process(), not by rings
     t0 = time.process_time()
     next_pub = t0 + refresh
     for b in batches:

@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 from iptraf_mp.core.engine import Summary  # noqa: E402
 from iptraf_mp.core.tcptable import Entry, Pair  # noqa: E402
 from shards.supervisor import RunStats  # noqa: E402
-from store.checkpoint import SessionInfo, StoreSink, open_session  # noqa: E402
+from store.session import SessionInfo, open_session  # noqa: E402
+from store.sink import StoreSink  # noqa: E402
 
 
 class _Feed:
@@ -163,7 +164,7 @@ FLOOR_VARIANTS = (
 
 def sqlite_floor(n: int, tmp: Path, shuffle_addresses: bool) -> dict[str, float]:
     """Seconds SQLite takes to insert `n` new connections (BEGIN to COMMIT), per variant."""
-    from store import checkpoint as ck
+    from store import writer as ck
     from store.schema import connect
 
     pairs = make_pairs(n)

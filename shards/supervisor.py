@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
+from multiprocessing.synchronize import Semaphore
 
 from iptraf_mp.capture.capfile import CaptureReader
 from iptraf_mp.core.engine import Settings
@@ -36,8 +37,7 @@ from .reader import (
     run_file_reader,
     run_live_reader,
 )
-from .ring import Ring, SegmentReaper, cleanup_stale
-from .ringset import RingSet
+from .ring import Ring, RingSet, SegmentReaper, cleanup_stale
 from .worker import ShardConfig, run_shard
 
 RING_BYTES = 16 << 20  # per (producer, shard): about 60 ms of a saturated 10 GbE link
@@ -118,6 +118,7 @@ class Pipeline:
         self.stop_event = self.ctx.Event()
         self.flush_gen = self.ctx.Array("Q", 2, lock=False)  # [F, announce interfaces]
         self.rings: list[list[Ring]] = []  # [producer][shard]
+        self.wakes: list[Semaphore] = []  # [shard]: the semaphore its rings share
         self.record_rings: list[Ring] = []
         self.want_record = record
         self.prod_stats = []
@@ -153,8 +154,12 @@ class Pipeline:
     def _start(self) -> None:
         ctx = self.ctx
         nprod = len(self.sources)
+        # A shard sleeps on one semaphore that every capture process's ring to it posts, so
+        # it wakes for whichever has a batch, without polling
+        self.wakes = [ctx.Semaphore(0) for _s in range(self.n)]
         for _p in range(nprod):
-            self.rings.append([Ring.create(RING_BYTES, ctx=ctx) for _s in range(self.n)])
+            self.rings.append([Ring.create(RING_BYTES, ctx=ctx, wake=self.wakes[s])
+                               for s in range(self.n)])
             if self.want_record:
                 self.record_rings.append(Ring.create(RECORD_RING_BYTES, ctx=ctx))
         # before any child: they hold the reaper's pipe too, so it waits for the last of them
@@ -199,7 +204,7 @@ class Pipeline:
 
     def _spawn_shard(self, s: int) -> None:
         rx, tx = self.ctx.Pipe(duplex=False)
-        rings = RingSet([self.rings[p][s] for p in range(len(self.sources))])
+        rings = RingSet([self.rings[p][s] for p in range(len(self.sources))], self.wakes[s])
         # --max-connections is for the whole monitor: each shard holds its share
         share = replace(self.settings, max_pairs=max(1, -(-self.settings.max_pairs // self.n)),
                         max_flows=max(1, -(-self.settings.max_flows // self.n)))

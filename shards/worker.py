@@ -39,7 +39,7 @@ from .protocol import (
 if TYPE_CHECKING:  # --shards 0 uses this module without rings or pipes: not imported then
     from multiprocessing.connection import Connection
 
-    from .ringset import RingSet
+    from .ring import RingSet
 
 @dataclass(slots=True)
 class ShardConfig:

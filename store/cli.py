@@ -9,8 +9,9 @@ from pathlib import Path
 
 from iptraf_mp.core.text import say
 
-from .checkpoint import DEFAULT_INTERVAL, SessionInfo, StoreSink, open_session
 from .schema import SchemaError, default_db_path
+from .session import SessionInfo, open_session
+from .sink import DEFAULT_INTERVAL, StoreSink
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

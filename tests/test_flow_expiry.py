@@ -29,8 +29,8 @@ from iptraf_mp.outputs.export import REASON_IDLE, IpfixSink
 from iptraf_mp.outputs.ipfix import FlowRecord
 from shards.hashing import ShardPicker
 from shards.protocol import CTL_TICK
-from store import checkpoint as cp
-from store.checkpoint import SessionInfo, open_session
+from store import writer as cp
+from store.session import SessionInfo, open_session
 
 from .test_pipeline import MAC_A, MAC_B, eth, ip4, ipv4, udp, write_pcap
 
@@ -467,7 +467,7 @@ class Harness:
         if self.writer is not None:
             self.ckpt += 1
             _changed, _retired, fviews = self.store_feed.take()
-            self.writer._merge(cp.Snapshot(self.ckpt, time.monotonic(), time.time(),
+            self.writer._merge(cp.Checkpoint(self.ckpt, time.monotonic(), time.time(),
                                            self.merger.now, [],
                                            [cp.FLOW_FIELDS(f) for f in fviews], (0,) * 21,
                                            final))

@@ -29,10 +29,11 @@ from iptraf_mp.app.localrun import LocalRun
 from iptraf_mp.app.monitor import Monitor
 from iptraf_mp.core.tcptable import Entry, Pair
 from iptraf_mp.outputs.jsonout import JsonWriter
-from store import checkpoint as cp
 from store import query
-from store.checkpoint import SessionInfo, StoreSink, open_session
+from store import writer as cp
 from store.schema import COLUMNS, SCHEMA_VERSION, SchemaError, connect, default_db_path
+from store.session import SessionInfo, open_session
+from store.sink import StoreSink
 
 from .conftest import corpus_files, need_corpus
 
@@ -525,9 +526,9 @@ def test_disk_full_is_reported_once_and_writing_resumes(tmp_path, capture):
 
 
 def test_store_that_never_recovers_leaves_session_unclean(tmp_path, monkeypatch, capture):
-    import store.checkpoint as cp
+    import store.sink
 
-    monkeypatch.setattr(cp, "FINISH_GRACE", 0.3)
+    monkeypatch.setattr(store.sink, "FINISH_GRACE", 0.3)
     db = tmp_path / "flows.db"
     sid = open_session(db, SessionInfo("replay", "x"))
     msgs: list[str] = []
@@ -896,9 +897,9 @@ def _grow(pairs: list[Pair]) -> None:
         p.last_seen = p.a.last_seen = p.b.last_seen = p.last_seen + 5.0
 
 
-def _snapshot(seq: int, pairs: list[Pair]) -> cp.Snapshot:
+def _snapshot(seq: int, pairs: list[Pair]) -> cp.Checkpoint:
     pf, ef = cp.PAIR_FIELDS, cp.ENTRY_FIELDS
-    return cp.Snapshot(seq, time.monotonic(), time.time(), pairs[-1].last_seen,
+    return cp.Checkpoint(seq, time.monotonic(), time.time(), pairs[-1].last_seen,
                        [(pf(p), ef(p.a), ef(p.b), False) for p in pairs], [], (0,) * 21)
 
 

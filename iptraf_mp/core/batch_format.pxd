@@ -1,6 +1,5 @@
 cdef class BatchBuilder:
     cdef bytearray buf
-    cdef unsigned char[::1] view
     cdef Py_ssize_t size
     cdef Py_ssize_t count
     cpdef Py_ssize_t put(self, unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,

@@ -52,7 +52,6 @@ class BatchBuilder:
 
     def __init__(self) -> None:
         self.buf = bytearray(1 << 16)
-        self.view = self.buf
         self.size = _HDR
         self.count = 0
 
@@ -71,8 +70,8 @@ class BatchBuilder:
             grown = bytearray(max(need, 2 * len(self.buf)))
             grown[:at] = self.buf[:at]
             self.buf = grown
-            self.view = grown
-        view: cython.uchar[::1] = self.view
+        # compiled, a pointer into the bytearray (taken after it grew, never kept)
+        view: cython.p_uchar = self.buf
         _put_u32(view, at, frame_no & 0xFFFFFFFF)
         _put_u32(view, at + 4, frame_no >> 32)
         _put_f64(view, at + 8, ts)
@@ -109,7 +108,7 @@ class BatchBuilder:
 
 @cython.cfunc
 @cython.inline
-def _put_u32(view: cython.uchar[::1], at: cython.Py_ssize_t, v: cython.ulonglong) -> cython.void:
+def _put_u32(view: cython.p_uchar, at: cython.Py_ssize_t, v: cython.ulonglong) -> cython.void:
     view[at] = v & 0xFF
     view[at + 1] = (v >> 8) & 0xFF
     view[at + 2] = (v >> 16) & 0xFF
@@ -118,7 +117,7 @@ def _put_u32(view: cython.uchar[::1], at: cython.Py_ssize_t, v: cython.ulonglong
 
 @cython.cfunc
 @cython.inline
-def _put_f64(view: cython.uchar[::1], at: cython.Py_ssize_t, v: cython.double) -> cython.void:
+def _put_f64(view: cython.p_uchar, at: cython.Py_ssize_t, v: cython.double) -> cython.void:
     if cython.compiled:
         # little-endian machines only (x86, arm64), as the batch layout is
         cython.cast(cython.p_double, cython.address(view[at]))[0] = v

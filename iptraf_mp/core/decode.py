@@ -26,6 +26,9 @@ from .model import (
     K_TCP,
     K_UDP,
     Decoded,
+    Info,
+    Mac,
+    Quoted,
 )
 
 # pcap link types (LINKTYPE_*) handled on the fast path.
@@ -205,14 +208,15 @@ def _fast(linktype: int, data: bytes, wirelen: int) -> Decoded | None:
 
 
 def _plain(kind: int, ver: int, tlen: int, src: bytes, dst: bytes, proto: int, frag: int,
-           ipid: int, smac, dmac, malformed: bool, info: tuple | None = None) -> Decoded:
+           ipid: int, smac: Mac, dmac: Mac, malformed: bool,
+           info: Info | None = None) -> Decoded:
     """A record without transport fields (no ports, flags or sequence numbers)."""
     return _new(Decoded, (kind, ver, tlen, src, dst, proto, 0, 0, 0, 0, 0, 0, 0, frag, ipid,
                           smac, dmac, info, malformed))
 
 
-def _non_ip(linktype: int, off: int, wirelen: int, smac, dmac, etype: int, what: str, a,
-            b, malformed: bool) -> Decoded:
+def _non_ip(linktype: int, off: int, wirelen: int, smac: Mac, dmac: Mac, etype: int, what: str,
+            a: object, b: object, malformed: bool) -> Decoded:
     """A non-IP frame: counted by its wire length; info as model.Decoded describes it."""
     info = (LINK_NAMES.get(linktype, str(linktype)), what, a, b, max(0, wirelen - off))
     return _plain(K_NON_IP, 0, wirelen, b"", b"", etype, FRAG_NONE, 0, smac, dmac, malformed,
@@ -225,7 +229,7 @@ def non_ip_malformed(linktype: int, off: int, wirelen: int, smac: bytes | None,
     return _non_ip(linktype, off, wirelen, smac, dmac, -1, what, -1, None, True)
 
 
-def _ipv4(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Decoded:
+def _ipv4(linktype: int, data: bytes, off: int, wirelen: int, smac: Mac, dmac: Mac) -> Decoded:
     if len(data) - off < 20:
         return non_ip_malformed(linktype, off, wirelen, smac, dmac, "truncated IPv4")
     vhl, tlen, ipid, fragw, _ttl, proto, src, dst = _IPV4.unpack_from(data, off)
@@ -247,7 +251,7 @@ def _ipv4(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Dec
                       malformed, smac, dmac)
 
 
-def _ipv6(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Decoded:
+def _ipv6(linktype: int, data: bytes, off: int, wirelen: int, smac: Mac, dmac: Mac) -> Decoded:
     if len(data) - off < 40:
         return non_ip_malformed(linktype, off, wirelen, smac, dmac, "truncated IPv6")
     vtcfl, plen, nh, src, dst = _IPV6.unpack_from(data, off)
@@ -283,8 +287,8 @@ def _ipv6(linktype: int, data: bytes, off: int, wirelen: int, smac, dmac) -> Dec
 
 
 def _transport(kind: int, ver: int, tlen: int, src: bytes, dst: bytes, proto: int, frag: int,
-               ipid: int, data: bytes, t: int, end: int, malformed: bool, smac,
-               dmac) -> Decoded:
+               ipid: int, data: bytes, t: int, end: int, malformed: bool, smac: Mac,
+               dmac: Mac) -> Decoded:
     """The transport header at `t` of a datagram that ends (by its header) at `end`.
     Mirrors decode_dpkt._transport, check for check."""
     if kind == K_TCP:
@@ -319,7 +323,7 @@ def _transport(kind: int, ver: int, tlen: int, src: bytes, dst: bytes, proto: in
                   info)
 
 
-def _quoted_v4(data: bytes, q: int) -> tuple | None:
+def _quoted_v4(data: bytes, q: int) -> Quoted | None:
     """The (src, sport, dst, dport, proto) an ICMP error quotes, if enough of it was captured."""
     if len(data) - q < 20 or data[q] >> 4 != 4 or data[q] & 0x0F < 5:
         return None
@@ -331,7 +335,7 @@ def _quoted_v4(data: bytes, q: int) -> tuple | None:
     return (src, sport, dst, dport, proto)
 
 
-def _quoted_v6(data: bytes, q: int) -> tuple | None:
+def _quoted_v6(data: bytes, q: int) -> Quoted | None:
     # Like iptraf-ng, the quoted IPv6 header is taken as the fixed 40 bytes.
     if len(data) - q < 40 or data[q] >> 4 != 6:
         return None
@@ -343,13 +347,14 @@ def _quoted_v6(data: bytes, q: int) -> tuple | None:
     return (src, sport, dst, dport, nh)
 
 
-def _ospf(data: bytes, t: int) -> tuple | None:
+def _ospf(data: bytes, t: int) -> Info | None:
     if len(data) - t < 16:
         return None
     return ("ospf", data[t + 1], _U32.unpack_from(data, t + 8)[0], bytes(data[t + 4 : t + 8]))
 
 
-def _arp(linktype: int, data: bytes, off: int, wirelen: int, etype: int, smac, dmac) -> Decoded:
+def _arp(linktype: int, data: bytes, off: int, wirelen: int, etype: int, smac: Mac,
+         dmac: Mac) -> Decoded:
     what = "arp" if etype == ETH_ARP else "rarp"
     if len(data) - off < 8:
         return _non_ip(linktype, off, wirelen, smac, dmac, etype, what, 0, None, True)

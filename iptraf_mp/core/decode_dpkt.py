@@ -14,6 +14,8 @@ field and every read is bounds-checked first. The malformed conventions are thos
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import dpkt
 from dpkt.ethernet import Ethernet, MPLSlabel, VLANtag8021Q
 from dpkt.icmp import ICMP
@@ -64,6 +66,9 @@ from .model import (
     K_TCP,
     K_UDP,
     Decoded,
+    Info,
+    Mac,
+    Quoted,
 )
 
 ETH_MPLS = 0x8847
@@ -93,7 +98,7 @@ def decode_dpkt(linktype: int, data: bytes, wirelen: int) -> Decoded:
         return non_ip_malformed(linktype, 0, wl, None, None, "undecodable frame")
 
 
-def _hdr(cls: type, data: bytes, off: int):
+def _hdr(cls: Any, data: bytes, off: int) -> Any:
     """The fixed header fields of dpkt class `cls` at `off`, or None if not all were captured."""
     n = cls.__hdr_len__
     if off < 0 or len(data) - off < n:
@@ -111,7 +116,7 @@ def _lname(linktype: int) -> str:
     return LINK_NAMES.get(linktype, str(linktype))
 
 
-def _other(linktype: int, off: int, wirelen: int, smac, dmac, etype: int) -> Decoded:
+def _other(linktype: int, off: int, wirelen: int, smac: Mac, dmac: Mac, etype: int) -> Decoded:
     """A well-formed non-IP frame with EtherType `etype` (-1: none); its link header ends at
     `off`."""
     return Decoded(K_NON_IP, 0, wirelen, b"", b"", etype, 0, 0, 0, 0, 0, 0, 0, FRAG_NONE, 0,
@@ -119,7 +124,7 @@ def _other(linktype: int, off: int, wirelen: int, smac, dmac, etype: int) -> Dec
                    False)
 
 
-def _llc_named(linktype: int, off: int, wirelen: int, smac, dmac, dsap: int) -> Decoded:
+def _llc_named(linktype: int, off: int, wirelen: int, smac: Mac, dmac: Mac, dsap: int) -> Decoded:
     """A non-SNAP 802.2 frame (STP, NetBIOS, IPX ...): it has no EtherType, so it is named
     by what = "llc" and a = its DSAP."""
     return Decoded(K_NON_IP, 0, wirelen, b"", b"", -1, 0, 0, 0, 0, 0, 0, 0, FRAG_NONE, 0,
@@ -175,7 +180,7 @@ def _link(lt: int, data: bytes, wl: int) -> Decoded:
     return _other(lt, 0, wl, None, None, -1)
 
 
-def _ethertype(lt: int, data: bytes, off: int, wl: int, smac, dmac, etype: int,
+def _ethertype(lt: int, data: bytes, off: int, wl: int, smac: Mac, dmac: Mac, etype: int,
                llc: bool, tunnels: bool) -> Decoded:
     """What follows an EtherType: any stack of VLAN tags, then (on Ethernet-like links) an
     802.3 length with LLC, MPLS or PPPoE, then the layer 3 protocol."""
@@ -194,7 +199,7 @@ def _ethertype(lt: int, data: bytes, off: int, wl: int, smac, dmac, etype: int,
     return _l3(lt, data, off, wl, smac, dmac, etype)
 
 
-def _l3(lt: int, data: bytes, off: int, wl: int, smac, dmac, etype: int) -> Decoded:
+def _l3(lt: int, data: bytes, off: int, wl: int, smac: Mac, dmac: Mac, etype: int) -> Decoded:
     if etype == ETH_IPV4:
         return _ipv4(lt, data, off, wl, smac, dmac)
     if etype == ETH_IPV6:
@@ -205,7 +210,7 @@ def _l3(lt: int, data: bytes, off: int, wl: int, smac, dmac, etype: int) -> Deco
     return _other(lt, off, wl, smac, dmac, etype)
 
 
-def _llc(lt: int, data: bytes, off: int, wl: int, smac, dmac) -> Decoded:
+def _llc(lt: int, data: bytes, off: int, wl: int, smac: Mac, dmac: Mac) -> Decoded:
     """802.2 LLC at `off`: SNAP carries an EtherType to follow; anything else is named non-IP."""
     h = _hdr(LLC, data, off)
     if h is None:
@@ -223,7 +228,7 @@ def _llc(lt: int, data: bytes, off: int, wl: int, smac, dmac) -> Decoded:
     return _llc_named(lt, off, wl, smac, dmac, h.dsap)
 
 
-def _mpls(lt: int, data: bytes, off: int, wl: int, smac, dmac, etype: int) -> Decoded:
+def _mpls(lt: int, data: bytes, off: int, wl: int, smac: Mac, dmac: Mac, etype: int) -> Decoded:
     start = off
     while True:
         label = _hdr(MPLSlabel, data, off)
@@ -254,7 +259,7 @@ def _ppp_proto(data: bytes, off: int) -> tuple[int, int] | None:
     return _u16(data, off), off + 2
 
 
-def _pppoe(lt: int, data: bytes, off: int, wl: int, smac, dmac) -> Decoded:
+def _pppoe(lt: int, data: bytes, off: int, wl: int, smac: Mac, dmac: Mac) -> Decoded:
     if _hdr(PPPoE, data, off) is None:
         return non_ip_malformed(lt, off, wl, smac, dmac, "truncated PPPoE header")
     pp = _ppp_proto(data, off + PPPoE.__hdr_len__)
@@ -349,6 +354,8 @@ def _wlan(lt: int, data: bytes, off: int, wl: int, datapad: bool) -> Decoded:
         return non_ip_malformed(lt, off, wl, None, None, "truncated 802.11 header")
     a3 = data[off + 16:off + 22]
     # (DA, SA) by the DS bits: 00 A1 A2, 01 (to AP) A3 A2, 10 (from AP) A1 A3, 11 A3 A4
+    smac: Mac
+    dmac: Mac
     if h.to_ds and h.from_ds:
         dmac, smac = a3, data[off + 24:off + 30]
     elif h.to_ds:
@@ -382,7 +389,7 @@ def _nflog(lt: int, data: bytes, wl: int) -> Decoded:
     off = 4
     # TLV lengths and types are in the byte order of the host that logged; guess it from the
     # first TLV, whose length must fit.
-    order = "little"
+    order: Literal["little", "big"] = "little"
     if len(data) >= 8:
         first = int.from_bytes(data[4:6], "little")
         if first < 4 or first > len(data) - 4:
@@ -405,11 +412,11 @@ def _nflog(lt: int, data: bytes, wl: int) -> Decoded:
 
 # ---------------------------------------------------------------- layer 3
 
-def _arp(lt: int, data: bytes, off: int, wl: int, smac, dmac, etype: int) -> Decoded:
+def _arp(lt: int, data: bytes, off: int, wl: int, smac: Mac, dmac: Mac, etype: int) -> Decoded:
     what = "arp" if etype == ETH_ARP else "rarp"
     l3len = max(0, wl - off)
 
-    def record(op: int, addrs: tuple | None, malformed: bool) -> Decoded:
+    def record(op: int, addrs: Info | None, malformed: bool) -> Decoded:
         return Decoded(K_NON_IP, 0, wl, b"", b"", etype, 0, 0, 0, 0, 0, 0, 0, FRAG_NONE, 0,
                        smac, dmac, (_lname(lt), what, op, addrs, l3len), malformed)
 
@@ -426,7 +433,7 @@ def _arp(lt: int, data: bytes, off: int, wl: int, smac, dmac, etype: int) -> Dec
     return record(op, (sha, spa, tha, tpa), False)
 
 
-def _ipv4(lt: int, data: bytes, off: int, wl: int, smac, dmac) -> Decoded:
+def _ipv4(lt: int, data: bytes, off: int, wl: int, smac: Mac, dmac: Mac) -> Decoded:
     ip = _hdr(IP, data, off)
     if ip is None:
         return non_ip_malformed(lt, off, wl, smac, dmac, "truncated IPv4")
@@ -448,7 +455,7 @@ def _ipv4(lt: int, data: bytes, off: int, wl: int, smac, dmac) -> Decoded:
                       off + tlen, malformed, smac, dmac)
 
 
-def _ipv6(lt: int, data: bytes, off: int, wl: int, smac, dmac) -> Decoded:
+def _ipv6(lt: int, data: bytes, off: int, wl: int, smac: Mac, dmac: Mac) -> Decoded:
     ip6 = _hdr(IP6, data, off)
     if ip6 is None:
         return non_ip_malformed(lt, off, wl, smac, dmac, "truncated IPv6")
@@ -488,11 +495,12 @@ def _ipv6(lt: int, data: bytes, off: int, wl: int, smac, dmac) -> Decoded:
 
 def _transport(ver: int, kind: int, proto: int, tlen: int, src: bytes, dst: bytes, frag: int,
                ipid: int, data: bytes, t: int, end: int, malformed: bool,
-               smac, dmac) -> Decoded:
+               smac: Mac, dmac: Mac) -> Decoded:
     """The transport header at `t` of a datagram that ends (by its header) at `end`."""
 
-    def rec(sport=0, dport=0, flags=0, seq=0, ack=0, win=0, paylen=0, info=None,
-            bad=True) -> Decoded:
+    def rec(sport: int = 0, dport: int = 0, flags: int = 0, seq: int = 0, ack: int = 0,
+            win: int = 0, paylen: int = 0, info: Info | None = None,
+            bad: bool = True) -> Decoded:
         return Decoded(kind, ver, tlen, src, dst, proto, sport, dport, flags, seq, ack, win,
                        paylen, frag, ipid, smac, dmac, info, bad)
 
@@ -526,7 +534,7 @@ def _transport(ver: int, kind: int, proto: int, tlen: int, src: bytes, dst: byte
     return rec(info=info, bad=malformed)
 
 
-def _quoted_v4(data: bytes, q: int) -> tuple | None:
+def _quoted_v4(data: bytes, q: int) -> Quoted | None:
     """(src, sport, dst, dport, proto) of the IPv4 header a destination-unreachable quotes."""
     ip = _hdr(IP, data, q)
     if ip is None or ip.v != 4 or ip.hl < 5:
@@ -537,7 +545,7 @@ def _quoted_v4(data: bytes, q: int) -> tuple | None:
     return (ip.src, _u16(data, t), ip.dst, _u16(data, t + 2), ip.p)
 
 
-def _quoted_v6(data: bytes, q: int) -> tuple | None:
+def _quoted_v6(data: bytes, q: int) -> Quoted | None:
     # As iptraf-ng does, the quoted IPv6 header is taken as the fixed 40 bytes.
     ip6 = _hdr(IP6, data, q)
     if ip6 is None or ip6.v != 6:
@@ -548,7 +556,7 @@ def _quoted_v6(data: bytes, q: int) -> tuple | None:
     return (ip6.src, _u16(data, t), ip6.dst, _u16(data, t + 2), ip6.nxt)
 
 
-def _ospf(data: bytes, t: int) -> tuple | None:
+def _ospf(data: bytes, t: int) -> Info | None:
     # OSPFv2 and v3 share the first 12 bytes: version, type, length, router id, area id.
     # 16 bytes are required, as in the fast path (dpkt's OSPF header wants 24).
     if len(data) - t < 16:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .model import K_ICMP, K_NON_IP, K_OTHER_IP, K_TCP, K_UDP, Decoded
 from .othertable import DEFAULT_FLOW_IDLE, OtherTable
-from .tcptable import SlotList, TcpTable
+from .tcptable import Pair, SlotList, TcpTable
 
 
 @dataclass(slots=True)
@@ -37,8 +37,8 @@ class Summary:
     untracked: int = 0  # new TCP connections not tracked: the table was full (floods)
     evicted_flows: int = 0  # non-TCP flows ended early: the flow table was full (--max-flows)
 
-    def to_json(self) -> dict:
-        def c(x: Counter) -> dict:
+    def to_json(self) -> dict[str, object]:
+        def c(x: Counter) -> dict[str, int]:
             return {"packets": x.packets, "bytes": x.bytes}
 
         return {"type": "summary", "frames": self.frames, "ip": c(self.ip), "tcp": c(self.tcp),
@@ -116,7 +116,7 @@ class Engine:
         self.started: float | None = None
         self.clock = PacketClock() if auto_tick else None
         self.tick_no = 0
-        self.sealed: list[tuple[int, list]] = []  # (tick number, retired pairs by id)
+        self.sealed: list[tuple[int, list[Pair]]] = []  # (tick number, retired pairs by id)
         self._next_flush = 0.0
 
     def feed(self, ts: float, iface: str, d: Decoded, frame_no: int) -> None:

@@ -256,10 +256,13 @@ def _le64(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
 @cython.cfunc
 @cython.inline
 def _le_double(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.double:
+    v: cython.double
     if cython.compiled:
         # x86 and arm64 load unaligned doubles; batches are little-endian (batch_format.py)
-        return cython.cast(cython.p_double, cython.address(p[off]))[0]
-    return _F64.unpack_from(p, off)[0]
+        v = cython.cast(cython.p_double, cython.address(p[off]))[0]
+    else:
+        v = _F64.unpack_from(p, off)[0]
+    return v
 
 
 def check_batch(buf: bytes) -> int:

@@ -161,7 +161,7 @@ def same_mac(p: cython.p_uchar, off: cython.Py_ssize_t, mac: object) -> cython.b
     """The 6 bytes at `off` are `mac` (a bytes object, or None: never the same)."""
     if mac is None:
         return False
-    m: bytes = mac
+    m = cython.cast(bytes, mac)
     if len(m) != 6:
         return False
     i: cython.Py_ssize_t

@@ -29,16 +29,21 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import count
 from operator import itemgetter
+from typing import Any, TypeAlias
 
 from .engine import Summary
-from .othertable import OtherLine
+from .othertable import Flow, FlowKey, OtherLine
 from .publication import (
+    FlowWire,
+    HalfOpenWire,
+    LineWire,
+    PairWire,
     Publication,
     pair_from_tuple,
     summary_from_tuple,
     update_pair,
 )
-from .tcptable import END_OPEN, Pair, SlotList
+from .tcptable import END_OPEN, Pair, SlotList, TcpEvent
 
 _INF = float("inf")
 _NEVER = float("-inf")
@@ -47,26 +52,22 @@ _line_frame = itemgetter(3)
 
 
 @dataclass(slots=True, eq=False)
-class FlowView:
-    """One generation of a non-TCP flow, merged over the shards that counted it: the same
-    fields as the engine's OtherFlow, `id` the merger's own serial (in order of creation;
-    the store's flow_id), `ended` once it has ended for good (its state is final)."""
+class FlowView(Flow):
+    """One generation of a non-TCP flow, merged over the shards that counted it: `id` is
+    the merger's own serial (in order of creation; the store's flow_id), `ended` set once it
+    has ended for good (its state is final)."""
 
-    iface: str
-    kind: int
-    proto: int
-    src: bytes
-    dst: bytes
-    sport: int
-    dport: int
-    packets: int = 0
-    bytes: int = 0
-    first_seen: float = 0.0
-    last_seen: float = 0.0
-    id: int = 0
-    ended: bool = False
     open_parts: int = 0  # parts taken that have not ended
     last_end: float = _NEVER  # the latest end_tick of its ended parts
+
+
+# A part of a merged flow: [its newest FlowWire, its FlowView (None until taken), its end
+# tick (inf while open)]. A list, not a record: this runs once or twice per flow, and a
+# router makes a flow per DNS query.
+Part: TypeAlias = list[Any]
+# (packet time, 0 a new row or 1 a row freed, the pair): the screen's changes, replayed in
+# stream order
+ScreenEvent: TypeAlias = tuple[float, int, Pair]
 
 
 def settle_heap() -> None:
@@ -112,22 +113,22 @@ class Merger:
         self.clock = [0.0] * nshards
         self.decoded = [0] * nshards
         self.line_counts = [0] * nshards
-        self.halfopen: list[list[tuple]] = [[] for _ in range(nshards)]
+        self.halfopen: list[list[HalfOpenWire]] = [[] for _ in range(nshards)]
         self.evicted = [0] * nshards
         self.groups: dict[int, list[Pair]] = {}  # tick label -> retired pairs (all shards)
         self.ready: list[list[Pair]] = []  # groups complete across shards, in order
-        self.lines: deque = deque(maxlen=lower_lines)
-        self.events: list = []  # TcpEvents, for the log (only collected with -L)
+        self.lines: deque[OtherLine] = deque(maxlen=lower_lines)
+        self.events: list[TcpEvent] = []  # TcpEvents, for the log (only collected with -L)
         self.log_lines: list[OtherLine] | None = None  # every new line, when a log wants them
         # Non-TCP flows (see the module docstring): merged flows not yet ended, by id;
         # the newest generation of each key; the parts that may still change; the parts
         # not yet taken, by start tick (then engine id); the merged flows whose parts have
         # all ended, by the last end. By tick, not in heaps: a tick holds many of them.
         self.flows: dict[int, FlowView] = {}
-        self.flow_latest: dict[tuple, FlowView] = {}
+        self.flow_latest: dict[FlowKey, FlowView] = {}
         # per shard (its current incarnation): engine flow id -> part
-        self.flow_parts: list[dict[int, list]] = [{} for _ in range(nshards)]
-        self.flow_pending: dict[float, list[tuple[int, list]]] = {}
+        self.flow_parts: list[dict[int, Part]] = [{} for _ in range(nshards)]
+        self.flow_pending: dict[float, list[tuple[int, Part]]] = {}
         self.flow_ending: dict[float, list[FlowView]] = {}
         self._flow_ids = count(1)
         self.tick_time = [_NEVER] * nshards  # the newest tick each shard has processed
@@ -180,8 +181,8 @@ class Merger:
     def _apply_all(self, pubs: list[Publication]) -> None:
         """Publications taken together (an epoch's, one per shard): their screen events and
         lines are replayed in stream order across all of them."""
-        screen: list[tuple] = []  # (time, order, pair): rows to take and rows freed
-        lines: list[tuple] = []
+        screen: list[ScreenEvent] = []
+        lines: list[LineWire] = []
         for pub in pubs:
             self._take(pub, screen)
             lines += pub.lines
@@ -203,7 +204,7 @@ class Merger:
                 self.log_lines.append(line)
         self._release()
 
-    def _take(self, pub: Publication, screen: list) -> None:
+    def _take(self, pub: Publication, screen: list[ScreenEvent]) -> None:
         sh = pub.shard
         for t in pub.pairs:
             self._update(sh, t, screen)
@@ -221,7 +222,8 @@ class Merger:
             # (a restarted shard has seen no tick yet: it keeps its predecessor's)
             self.tick_time[sh] = pub.tick_time
         self.line_counts[sh] = pub.line_count
-        self.summaries[sh] = summary_from_tuple(pub.summary)
+        if pub.summary is not None:
+            self.summaries[sh] = summary_from_tuple(pub.summary)
         self.ticks[sh] = pub.tick_no
         self.clock[sh] = pub.now
         self.decoded[sh] = pub.decoded
@@ -230,21 +232,30 @@ class Merger:
         if pub.final:
             self.final[sh] = True
 
-    def _update(self, shard: int, t: tuple | Pair, screen: list) -> Pair:
-        shared = isinstance(t, Pair)  # the engine's own object (--shards 0), not a copy
-        pid = t.id if shared else t[0]
-        p = self.pairs.get(pid)
-        if p is None:
-            p = t if shared else pair_from_tuple(t)
-            self.pairs[pid] = p
-            self.owner[pid] = shard
-            screen.append((p.first_seen, 0, p))
-        elif not shared:
-            update_pair(p, t)
+    def _update(self, shard: int, t: PairWire | Pair, screen: list[ScreenEvent]) -> Pair:
+        p: Pair | None
+        if isinstance(t, Pair):  # the engine's own object (--shards 0), not a copy
+            pid = t.id
+            p = self.pairs.get(pid)
+            if p is None:
+                p = self._new_mirror(shard, t, screen)
+        else:
+            pid = t[0]
+            p = self.pairs.get(pid)
+            if p is None:
+                p = self._new_mirror(shard, pair_from_tuple(t), screen)
+            else:
+                update_pair(p, t)
         if p.closed and pid not in self.display.closed:
             screen.append((p.last_seen, 1, p))
         for feed in self.feeds:
             feed.pairs[pid] = p
+        return p
+
+    def _new_mirror(self, shard: int, p: Pair, screen: list[ScreenEvent]) -> Pair:
+        self.pairs[p.id] = p
+        self.owner[p.id] = shard
+        screen.append((p.first_seen, 0, p))
         return p
 
     def _release(self) -> None:
@@ -269,41 +280,41 @@ class Merger:
             feed.retired.extend(group)
 
     # ---- non-TCP flows --------------------------------------------------------------------
-    # A part is a list [its newest flow tuple, its FlowView (None until taken), its end tick
-    # (inf while open)]: lists, not records, as this runs once or twice per flow and a
-    # router makes a flow per DNS query. It is in flow_parts while it may still change.
+    # A part is in flow_parts while it may still change.
 
-    def _apply_flows(self, sh: int, flows: list[tuple]) -> None:
+    def _apply_flows(self, sh: int, flows: list[FlowWire]) -> None:
         parts = self.flow_parts[sh]
         feeds = self.feeds
         pending = self.flow_pending
         for f in flows:
-            part = parts.get(f[11])
+            (_if, _kind, _proto, _src, _dst, _sport, _dport, packets, nbytes, _first, last,
+             fid, ended, start_tick, end_tick) = f
+            part = parts.get(fid)
             if part is None:
-                ended = f[12]
-                part = [f, None, f[14] if ended else _INF]
+                part = [f, None, end_tick if ended else _INF]
                 if not ended:
-                    parts[f[11]] = part
-                waiting = pending.get(f[13])
+                    parts[fid] = part
+                waiting = pending.get(start_tick)
                 if waiting is None:
-                    waiting = pending[f[13]] = []
-                waiting.append((f[11], part))
+                    waiting = pending[start_tick] = []
+                waiting.append((fid, part))
                 continue
             fv = part[1]
             if fv is not None:
                 # counts only grow: the sums move by the difference
-                old = part[0]
-                fv.packets += f[7] - old[7]
-                fv.bytes += f[8] - old[8]
-                if f[10] > fv.last_seen:
-                    fv.last_seen = f[10]
+                (_if, _kind, _proto, _src, _dst, _sport, _dport, old_packets, old_bytes,
+                 *_rest) = part[0]
+                fv.packets += packets - old_packets
+                fv.bytes += nbytes - old_bytes
+                if last > fv.last_seen:
+                    fv.last_seen = last
             part[0] = f
-            if f[12]:
-                del parts[f[11]]  # its engine flow is gone: nothing more comes of it
-                part[2] = f[14]
+            if ended:
+                del parts[fid]  # its engine flow is gone: nothing more comes of it
+                part[2] = end_tick
                 if fv is not None:
                     fv.open_parts -= 1
-                    self._part_ended(fv, f[14])
+                    self._part_ended(fv, end_tick)
             if fv is not None:
                 for feed in feeds:
                     feed.flows[fv.id] = fv
@@ -331,22 +342,26 @@ class Merger:
                 if not fv.ended and fv.open_parts == 0 and fv.last_end == tick:
                     self._end_flow(fv)
 
-    def _take_part(self, part: list) -> None:
-        f, _fv, end = part
-        key = f[:7]
+    def _take_part(self, part: Part) -> None:
+        f: FlowWire = part[0]
+        end: float = part[2]
+        (iface, kind, proto, src, dst, sport, dport, packets, nbytes, first, last, _fid,
+         _ended, start_tick, _end_tick) = f
+        key: FlowKey = (iface, kind, proto, src, dst, sport, dport)
         fv = self.flow_latest.get(key)
-        if fv is None or (fv.open_parts == 0 and fv.last_end <= f[13]):
+        if fv is None or (fv.open_parts == 0 and fv.last_end <= start_tick):
             # the newest generation had ended by the time this part began
-            fv = FlowView(*key, f[7], f[8], f[9], f[10], next(self._flow_ids))
+            fv = FlowView(iface, kind, proto, src, dst, sport, dport, packets, nbytes, first,
+                          last, next(self._flow_ids))
             self.flows[fv.id] = fv
             self.flow_latest[key] = fv
         else:
-            fv.packets += f[7]
-            fv.bytes += f[8]
-            if f[9] < fv.first_seen:
-                fv.first_seen = f[9]
-            if f[10] > fv.last_seen:
-                fv.last_seen = f[10]
+            fv.packets += packets
+            fv.bytes += nbytes
+            if first < fv.first_seen:
+                fv.first_seen = first
+            if last > fv.last_seen:
+                fv.last_seen = last
         part[1] = fv
         if end == _INF:
             fv.open_parts += 1
@@ -435,7 +450,7 @@ class Merger:
     def syn_flood(self, threshold: int) -> list[tuple[str, bytes, int]]:
         """Destinations with at least `threshold` lone SYNs (S---, unanswered): IPTraf's manual's
         sign of a SYN flood or a port scan. One destination may be spread over shards."""
-        total: dict[tuple, int] = {}
+        total: dict[tuple[str, bytes], int] = {}
         for top in self.halfopen:
             for iface, dst, n in top:
                 total[(iface, dst)] = total.get((iface, dst), 0) + n

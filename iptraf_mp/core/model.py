@@ -7,7 +7,7 @@ and a tuple costs a third of a slots dataclass to create (performance-notes.md b
 from __future__ import annotations
 
 import socket
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # What a frame is, for the summary (docs/decisions.md rule 14) and for routing to a table.
 K_TCP = 1
@@ -37,6 +37,11 @@ TH_URG = 0x20
 # interface index, captured bytes, original wire length). A plain tuple, not a record: one
 # is made per packet, and a tuple is the cheapest object Python has for that.
 Packet = tuple[float, int, bytes, int]
+# what an ICMP error quotes of the datagram it answers: src, sport, dst, dport, IP protocol
+Quoted = tuple[bytes, int, bytes, int, int]
+Mac = bytes | None  # a link address, or None where the link has none
+# a lower-window line's details: a tuple whose shape depends on the kind (Decoded.info)
+Info = tuple[Any, ...]
 
 
 class Decoded(NamedTuple):
@@ -64,7 +69,7 @@ class Decoded(NamedTuple):
     ipid: int  # IPv4 identification or IPv6 fragment identification
     smac: bytes | None  # outer link source MAC, None when the link has none
     dmac: bytes | None
-    info: tuple | None  # details for the lower window, see below
+    info: Info | None  # details for the lower window, see below
     malformed: bool
 
     # info by kind:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from .model import FRAG_FIRST, FRAG_LATER, K_ICMP, K_NON_IP, K_UDP, Decoded
 
@@ -36,10 +37,16 @@ class OtherLine:
     frame_no: int = 0  # its place in the stream (lines of several shards merge by it)
 
 
+# (interface, kind, protocol, source, destination, sport, dport): one flow's key
+FlowKey: TypeAlias = tuple[str, int, int, bytes, bytes, int, int]
+_NO_KEY: FlowKey = ("", 0, 0, b"", b"", 0, 0)
+
+
 @dataclass(slots=True, eq=False)
-class OtherFlow:
-    """Non-TCP traffic of one (interface, protocol, endpoints, ports or ICMP type/code),
-    from its first packet until it has been idle for the table's `idle`."""
+class Flow:
+    """Non-TCP traffic of one (interface, protocol, endpoints, ports or ICMP type/code): what
+    the store, IPFIX and the JSON say of it, whether one engine counted it or several
+    shards' (the merger's FlowView)."""
 
     iface: str
     kind: int
@@ -56,6 +63,13 @@ class OtherFlow:
     # the shard, so a flow generation is named the same in one process or in many.
     id: int = 0
     ended: bool = False  # idle for the table's `idle`: it left the table for good
+
+
+@dataclass(slots=True, eq=False)
+class OtherFlow(Flow):
+    """A flow in one engine, from its first packet until it has been idle for the table's
+    `idle`."""
+
     # The packet-clock time of the last tick before its first packet, and of the tick that
     # ended it: the merger orders flow generations across shards by these.
     start_tick: float = _NEVER
@@ -63,7 +77,7 @@ class OtherFlow:
     # the end of the packet-clock second of its last move to the end of `flows` (a float:
     # one comparison per packet decides whether it moves again)
     lru_next: float = 0.0
-    key: tuple = ()  # its key in `flows`
+    key: FlowKey = _NO_KEY  # its key in `flows`
 
 
 @dataclass(slots=True)
@@ -71,17 +85,18 @@ class OtherTable:
     max_lines: int = LOWER_WINDOW_LINES
     keep_new: bool = False  # keep every line for the log as well, until drained
     idle: float = DEFAULT_FLOW_IDLE  # a flow without packets for this long ends
-    lines: deque = field(default_factory=deque)
+    lines: deque[OtherLine] = field(default_factory=deque)
     new_lines: list[OtherLine] = field(default_factory=list)
     line_count: int = 0
     # Live flows, in order of their last move (lru_next): a flow moves to the end at most
     # once per second of packet time, so the oldest are first and the tick pops the idle
     # ones from the front without looking at the others.
-    flows: dict[tuple, OtherFlow] = field(default_factory=dict)
+    flows: dict[FlowKey, OtherFlow] = field(default_factory=dict)
     # TCP/UDP datagrams whose first fragment was seen, by (src, dst, proto, IP id):
     # (time, flow key). Their later fragments get lines and count in that key's flow (the
     # key, not the flow: the flow may have ended since, and ended flows must not count).
-    frag_firsts: dict[tuple, tuple] = field(default_factory=dict)
+    frag_firsts: dict[tuple[bytes, bytes, int, int], tuple[int, FlowKey]] = \
+        field(default_factory=dict)
     dirty: set[OtherFlow] | None = None  # flows changed since the last publication, if wanted
     ended: list[OtherFlow] = field(default_factory=list)  # ended since then (with `dirty`)
     tick_time: float = _NEVER  # packet time of the newest tick
@@ -162,11 +177,12 @@ class OtherTable:
         self._end([self.flows[next(iter(self.flows))]])
         self.evicted += 1
 
-    def _new(self, ts: float, key: tuple, frame_no: int) -> OtherFlow:
+    def _new(self, ts: float, key: FlowKey, frame_no: int) -> OtherFlow:
         if len(self.flows) >= self.max_flows:
             self._evict()
-        f = self.flows[key] = OtherFlow(*key, 0, 0, ts, ts, frame_no, False, self.tick_time,
-                                        _OPEN, float(int(ts) + 1), key)
+        f = self.flows[key] = OtherFlow(key[0], key[1], key[2], key[3], key[4], key[5],
+                                        key[6], 0, 0, ts, ts, frame_no, False,
+                                        self.tick_time, _OPEN, float(int(ts) + 1), key)
         return f
 
     def tick(self, now: float) -> None:

@@ -15,7 +15,7 @@ WINDOW = 5
 @dataclass(slots=True)
 class FlowRate:
     key: object = None  # which entry the samples belong to
-    samples: deque = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
+    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
 
     def sample(self, key: object, now: float, total_bytes: int) -> None:
         if key != self.key:

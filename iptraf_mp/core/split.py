@@ -53,7 +53,7 @@ def _next_second(ts: cython.double) -> cython.double:
 
 def split_pcap(st: SplitState, buf: bytes, big_endian: cython.bint, units: cython.double,
                ifindex: cython.int, linktype: cython.int, nshards: cython.int,
-               builders: list, batch_packets: cython.Py_ssize_t,
+               builders: list[BatchBuilder], batch_packets: cython.Py_ssize_t,
                batch_bytes: cython.Py_ssize_t) -> int:
     """Append the records of `buf` from `st.pos` on to `builders` (one per shard) until an
     event (EV_*); returns it, `st` updated."""
@@ -118,9 +118,9 @@ def split_pcap(st: SplitState, buf: bytes, big_endian: cython.bint, units: cytho
     return event
 
 
-def split_live(st: SplitState, pkts: list, linktype: cython.int, ifindex: cython.int,
-               nshards: cython.int, builders: list, id_shift: cython.int,
-               id_index: cython.longlong, batch_packets: cython.Py_ssize_t,
+def split_live(st: SplitState, pkts: list, linktype: cython.int,
+               ifindex: cython.int, nshards: cython.int, builders: list[BatchBuilder],
+               id_shift: cython.int, id_index: cython.longlong, batch_packets: cython.Py_ssize_t,
                batch_bytes: cython.Py_ssize_t) -> int:
     """The live capture loop's work for the packets pypcap read at once, (nanosecond time,
     frame) each, from `pkts[st.pos]` on, as split_pcap does it for a file (same events;

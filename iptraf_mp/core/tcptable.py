@@ -21,7 +21,9 @@ Two things are kept apart on purpose:
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import cython
 
@@ -34,6 +36,8 @@ from .model import (
     TH_RST,
     TH_SYN,
     Decoded,
+    Mac,
+    Quoted,
     fmt_flags,
 )
 
@@ -47,6 +51,10 @@ END_TIMEOUT = "TIMEOUT"
 CLOSED_LINGER = 60.0  # seconds an ended pair still takes stragglers (a TIME_WAIT's worth)
 FRAG_TABLE_MAX = 8192  # datagrams awaiting their later fragments; oldest forgotten first
 FRAG_MAX_AGE = 60.0  # seconds, as a reassembly timeout would
+
+# (interface, lower address, its port, higher address, its port): both directions' key
+ConnKey: TypeAlias = tuple[str, bytes, int, bytes, int]
+FragKey: TypeAlias = tuple[bytes, bytes, int, int]  # (src, dst, IP protocol, IP id)
 
 
 # Entry and Pair are compiled as C records (tcptable.pxd): cython's dataclass, which
@@ -64,7 +72,7 @@ class Entry:
     last_size: int = 0
     window: int = 0
     flags: int = 0  # of the most recent packet in this direction (rule 5)
-    smac: bytes | None = None
+    smac: builtins.bytes | None = None
     finsent: int = 0  # 0 none, 1 FIN sent (DONE), 2 FIN acknowledged (CLOSED)
     finack: int = 0  # the FIN's ack number; the peer's seq equal to it acknowledges the FIN
     reset: bool = False
@@ -107,7 +115,7 @@ def _age_sec(ts: float, clock: float) -> int:
     return int(ts if ts >= clock else clock)
 
 
-def conn_key(iface: str, src: bytes, sport: int, dst: bytes, dport: int) -> tuple:
+def conn_key(iface: str, src: bytes, sport: int, dst: bytes, dport: int) -> ConnKey:
     """One key for both directions (the lower endpoint first): half the keys of one per
     direction, for the price of a comparison."""
     if src < dst or (src == dst and sport <= dport):
@@ -151,8 +159,8 @@ class TcpEvent:
     rate_age: float = 0.0  # seconds the connection has lived, for the average rate
     opp_packets: int = 0
     opp_bytes: int = 0
-    mac: bytes | None = None
-    old_mac: bytes | None = None
+    mac: builtins.bytes | None = None
+    old_mac: builtins.bytes | None = None
 
 
 class SlotList:
@@ -210,7 +218,7 @@ class TcpTable:
     # every pair not yet retired
     pairs: dict[int, Pair] = cython.dataclasses.field(default_factory=dict)
     # conn_key -> the latest pair on those addresses and ports, until it retires
-    live: dict[tuple, Pair] = cython.dataclasses.field(default_factory=dict)
+    live: dict[ConnKey, Pair] = cython.dataclasses.field(default_factory=dict)
     # Idle lists, each in increasing order of its pairs' lru_sec (reordered at most once per
     # clock second). Pairs that time out carry the second of their last packet, older than
     # that of a timed-out pair that has had a packet since: two lists, each in order.
@@ -226,20 +234,20 @@ class TcpTable:
     retired: list[Pair] = cython.dataclasses.field(default_factory=list)
     events: list[TcpEvent] = cython.dataclasses.field(default_factory=list)
     # (src, dst, proto, id) -> pair, entry
-    frags: dict[tuple, tuple] = cython.dataclasses.field(default_factory=dict)
+    frags: dict[FragKey, tuple[Pair, Entry]] = cython.dataclasses.field(default_factory=dict)
     # before the first fragment
-    frag_pending: dict[tuple, list] = cython.dataclasses.field(default_factory=dict)
+    frag_pending: dict[FragKey, list[int]] = cython.dataclasses.field(default_factory=dict)
     # -> second, by _age_sec
-    frag_seen: dict[tuple, int] = cython.dataclasses.field(default_factory=dict)
+    frag_seen: dict[FragKey, int] = cython.dataclasses.field(default_factory=dict)
     created: int = 0
-    macs: dict[bytes, bytes] = cython.dataclasses.field(default_factory=dict)
+    macs: dict[Mac, Mac] = cython.dataclasses.field(default_factory=dict)
     # Floods: at most max_pairs pairs; then the oldest ended, then timed-out ones are evicted,
     # and when none is left new connections are counted (summary) but not tracked.
     max_pairs: int = 1_000_000
     untracked: int = 0
     evicted: int = 0
     # IPTraf's SYN-flood sign: pairs still at a lone SYN (S---, no answer), per destination.
-    halfopen: dict[tuple, int] = cython.dataclasses.field(default_factory=dict)
+    halfopen: dict[tuple[str, bytes], int] = cython.dataclasses.field(default_factory=dict)
     dirty: set[int] | None = None  # ids of pairs changed since the last publication, if wanted
     # Packet time of the newest tick: every engine of a run (shards included) sees the same
     # ticks, but not the same packets, so activity is measured against this, never against
@@ -263,7 +271,7 @@ class TcpTable:
         (_k, _v, size, src, dst, _p, sport, dport, flags, seq, ack, win, paylen, frag, _id,
          smac, _dmac, _info, _bad) = d
         # typed: compiled, their fields are read and written as C fields
-        pair: Pair
+        pair: Pair | None
         a: Entry
         e: Entry
         o: Entry
@@ -363,7 +371,7 @@ class TcpTable:
             self._end(pair, END_FIN, pair.lru_sec)
 
     def _create(self, ts: float, act: float, iface: str, d: Decoded, pair_id: int,
-                key: tuple) -> Pair:
+                key: ConnKey) -> Pair:
         a = Entry(d.src, d.sport, d.dst, d.dport)
         b = Entry(d.dst, d.dport, d.src, d.sport)
         pair = Pair(pair_id, iface, a, b, not d.flags & TH_SYN, ts, act, lru_sec=int(act))
@@ -461,7 +469,7 @@ class TcpTable:
                 return True
         return False
 
-    def icmp_unreachable(self, ts: float, iface: str, quoted: tuple) -> bool:
+    def icmp_unreachable(self, ts: float, iface: str, quoted: Quoted) -> bool:
         """Rule 6: an ICMP/ICMPv6 destination unreachable quoting a live pair resets it."""
         src, sport, dst, dport, proto = quoted
         if proto != 6:
@@ -504,7 +512,7 @@ class TcpTable:
             self.dirty.add(pair.id)
         return True
 
-    def note_fragment(self, fk: tuple, iplen: int, ts: float) -> None:
+    def note_fragment(self, fk: FragKey, iplen: int, ts: float) -> None:
         """A later fragment with no first fragment yet: its bytes wait for the first one."""
         if len(self.frag_pending) >= FRAG_TABLE_MAX:
             del self.frag_pending[next(iter(self.frag_pending))]

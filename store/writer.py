@@ -1,17 +1,16 @@
-"""Checkpoints: what changed since the last one, written to the flow store by one thread.
+"""The flow store's writer thread: checkpoints in, one transaction each, rows out.
 
-The monitor's main loop must never wait for the disk. So `StoreSink.update()` only copies
-what changed (from its own `ChangeFeed` of the merger) into plain tuples and puts that
-*snapshot* on a queue; the `Writer` thread turns snapshots into rows and writes each batch in
-one transaction. A slow disk makes checkpoints late (`lag_seconds`, `pending`), never packets
-lost. When a write fails (disk full, I/O error, a lock held too long) the transaction rolls
-back, the error is reported once, and the unwritten changes are kept and merged with the next
-snapshots: the writer tries again every `retry` seconds, and deltas are always taken against
-what was *committed*, so nothing is lost or counted twice when writing works again.
+The monitor's main loop must never wait for the disk, so the sink (sink.py) only copies what
+changed into a `Checkpoint` of plain tuples and puts it on a queue; the `Writer` thread turns
+checkpoints into rows and writes each batch in one transaction. A slow disk makes checkpoints
+late (`lag_seconds`, `pending`), never packets lost. When a write fails (disk full, I/O error,
+a lock held too long) the transaction rolls back, the error is reported once, and the
+unwritten changes are kept and merged with the next checkpoints: the writer tries again every
+`retry` seconds, and deltas are always taken against what was *committed*, so nothing is
+lost or counted twice when writing works again.
 
 Crash safety comes from SQLite: each checkpoint is one transaction in WAL mode, so a process
 killed at any moment leaves every committed checkpoint whole and nothing of the one in flight.
-A session whose process died is marked unclean by the next monitor that opens the store.
 
 Rule numbers cited here are docs/decisions.md's.
 """
@@ -20,26 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
-import itertools
 import json
-import os
 import queue
 import socket
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
 
-from iptraf_mp import __version__
 from iptraf_mp.core.model import K_ICMP, K_NON_IP, K_UDP, KIND_NAMES, fmt_addr, fmt_flags, fmt_mac
-from iptraf_mp.core.text import say
 
-from .schema import PAIR_ID_BITS, connect, create_private, migrate
+from .schema import PAIR_ID_BITS, connect
 
 # One C call per object copies every field the store needs (a 100k-pair snapshot must not
 # hold the monitor's loop for long).
@@ -47,26 +40,15 @@ PAIR_FIELDS = attrgetter("id", "iface", "partial", "first_seen", "last_seen", "e
                          "timed_out")
 ENTRY_FIELDS = attrgetter("src", "sport", "dst", "dport", "packets", "bytes", "flags", "smac",
                           "finsent", "reset", "first_seen", "last_seen", "last_size", "window")
-_A, _B = attrgetter("a"), attrgetter("b")
 FLOW_FIELDS = attrgetter("iface", "kind", "proto", "src", "dst", "sport", "dport", "packets",
                          "bytes", "first_seen", "last_seen", "id", "ended")
 _FLAGS = tuple(fmt_flags(i) for i in range(256))  # rule 5's column, by flags byte
 
-DEFAULT_INTERVAL = 5.0
-FINISH_GRACE = 10.0  # seconds finish() keeps retrying a failing store before giving up
-
 
 @dataclass(slots=True)
-class SessionInfo:
-    source: str  # live or replay
-    replay_file: str | None = None
-    interfaces: list[str] = field(default_factory=list)
-    settings: dict = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """Plain values copied in the monitor's thread; nothing here is shared with it."""
+class Checkpoint:
+    """One checkpoint's values, copied in the monitor's thread; nothing here is shared with
+    it."""
 
     seq: int
     taken: float  # monotonic, for the lag
@@ -77,101 +59,6 @@ class Snapshot:
     counters: tuple  # frames, (packets, bytes) x 6, malformed, untracked, the run's drops
     final: bool = False
     syn: tuple = ()  # (iface, destination, lone SYNs) at or above --syn-warn
-
-
-@dataclass(slots=True)
-class StoreStatus:
-    """What the console shows about the store."""
-
-    path: str
-    lag_seconds: float  # age of the oldest checkpoint not yet committed; 0 when none
-    pending: int  # checkpoints taken and not yet committed
-    error: str | None  # the write error in force, None when writing works
-    committed: int  # checkpoints committed this session
-    last_write_seconds: float  # how long the last transaction took
-
-
-# ---- sessions ----------------------------------------------------------------------------
-
-def _proc_start(pid: int) -> int | None:
-    """The process's start time in clock ticks, or None if it is gone (or a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: the fields start after the last ')'.
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def _alive(pid: int | None, pid_start: int | None) -> bool:
-    if pid is None:
-        return False
-    if os.path.isdir("/proc/self"):
-        start = _proc_start(pid)
-        return start is not None and (pid_start is None or start == pid_start)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def mark_unclean(conn: sqlite3.Connection, host: str) -> list[int]:
-    """Sessions of this host still marked running whose process is gone did not close
-    cleanly. Other hosts' sessions are left alone: their processes cannot be checked."""
-    rows = conn.execute("SELECT id, pid, pid_start FROM sessions "
-                        "WHERE status = 'running' AND host = ?", (host,)).fetchall()
-    dead = [sid for sid, pid, start in rows if not _alive(pid, start)]
-    conn.executemany("UPDATE sessions SET status = 'unclean', clean = 0, "
-                     "ended = COALESCE(last_checkpoint, started) "
-                     "WHERE id = ? AND status = 'running'", [(s,) for s in dead])
-    return dead
-
-
-def open_session(path: Path, info: SessionInfo) -> int:
-    """Create or migrate the store, mark dead sessions unclean, start a new session.
-    Raises OSError, sqlite3.Error or SchemaError."""
-    created = not path.exists()
-    create_private(path)
-    conn = connect(path)
-    try:
-        try:
-            migrate(conn)
-        except BaseException:
-            if created:  # a stub left behind would be refused by every later run
-                conn.close()
-                for stub in (path, path.with_name(path.name + "-wal"),
-                             path.with_name(path.name + "-shm")):
-                    with contextlib.suppress(OSError):
-                        stub.unlink()
-            raise
-        host = socket.gethostname()
-        pid = os.getpid()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            mark_unclean(conn, host)
-            cur = conn.execute(
-                "INSERT INTO sessions (started, status, source, replay_file, host, pid, "
-                "pid_start, interfaces, settings, version, checkpoints) "
-                "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                (time.time(), info.source, info.replay_file, host, pid, _proc_start(pid),
-                 json.dumps(info.interfaces), json.dumps(info.settings, sort_keys=True),
-                 __version__))
-            sid = cur.lastrowid
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return int(sid)
-    finally:
-        conn.close()
 
 
 # ---- the writer thread -------------------------------------------------------------------
@@ -387,7 +274,7 @@ class Writer:
         # merged and not yet committed
         self.p_pairs: dict[int, tuple] = {}
         self.p_flows: dict[int, tuple] = {}
-        self.p_counters: list[Snapshot] = []
+        self.p_counters: list[Checkpoint] = []
         # read by the monitor's thread (single assignments are atomic)
         self.committed_seq = 0
         self.committed = 0
@@ -407,7 +294,7 @@ class Writer:
     def start(self) -> None:
         self.thread.start()
 
-    def put(self, snap: Snapshot) -> None:
+    def put(self, snap: Checkpoint) -> None:
         self.q.put(snap)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -444,7 +331,7 @@ class Writer:
             if self.conn is not None:
                 self.conn.close()
 
-    def _merge(self, snap: Snapshot) -> None:
+    def _merge(self, snap: Checkpoint) -> None:
         # The latest state of a pair or flow replaces an older one: the delta is taken
         # against what was committed, so merging loses nothing.
         pp = self.p_pairs
@@ -727,145 +614,3 @@ class Writer:
 
 
 # ---- the sink ----------------------------------------------------------------------------
-
-def _stderr(msg: str) -> None:
-    say(msg)
-
-
-class StoreSink:
-    """The monitor's side: snapshots at every checkpoint interval and at the end."""
-
-    def __init__(self, path: Path, session_id: int, interval: float = DEFAULT_INTERVAL,
-                 report: Callable[[str], None] = _stderr, retry: float = 1.0,
-                 syn_warn: int = 0) -> None:
-        self.path = path
-        self.syn_warn = syn_warn  # 0: do not record SYN-flood warnings
-        self.session_id = session_id
-        self.interval = interval
-        self.report = report
-        self.writer = Writer(path, session_id, report, retry)
-        self.feed = None
-        self._seq = 0
-        self._due = time.monotonic() + interval
-        self._taken: deque[tuple[int, float]] = deque()
-        self._started = False
-        self._finished = False
-
-    # -- sink protocol --
-
-    def attach(self, monitor) -> None:
-        self.feed = monitor.merger.subscribe()
-        sources = getattr(monitor.run, "sources", None) or []
-        self.writer.declared_ifaces = [s.iface for s in sources if getattr(s, "iface", None)]
-
-    def update(self, monitor) -> None:
-        now = time.monotonic()
-        if now >= self._due:
-            self.checkpoint(monitor)
-            self._due = now + self.interval
-
-    def finish(self, monitor) -> None:
-        """The final checkpoint (every pair has retired by now), then wait for it: the
-        session is closed cleanly only once it is committed."""
-        self.checkpoint(monitor, final=True)
-        deadline = None
-        w = self.writer
-        while not w.final_done.wait(0.05):
-            if not w.thread.is_alive():
-                break
-            if w.error is not None:
-                if deadline is None:
-                    deadline = time.monotonic() + FINISH_GRACE
-                elif time.monotonic() >= deadline:
-                    break
-            else:
-                deadline = None
-        self._finished = w.final_done.is_set()
-        if not self._finished:
-            self.report(f"flow store: {self.pending} checkpoints could not be written to "
-                        f"{self.path} ({w.error}); the session stays marked unclean")
-
-    def status_line(self) -> str:
-        """One line for the console (shown when the run starts)."""
-        return f"flow store: {self.path} (session {self.session_id})"
-
-    def failed(self) -> list[str]:
-        """Checkpoints lost (reported as they failed): the exit status says so."""
-        if self._finished:
-            return []
-        return [f"flow store {self.path}: {self.pending} checkpoints not written"]
-
-    def close(self) -> None:
-        self.writer.stop()
-
-    # -- snapshots --
-
-    def checkpoint(self, monitor, final: bool = False) -> None:
-        if not self._started:
-            # Started here, after the pipeline has forked its processes, not in attach():
-            # no child inherits a thread or an open database connection.
-            self._started = True
-            self.writer.start()
-        pairs: list[tuple] = []
-        flows: list[tuple] = []
-        if self.feed is not None:
-            changed, retired, fviews = self.feed.take()
-            pf, ef = PAIR_FIELDS, ENTRY_FIELDS
-            # Copying 100k pairs makes 300k tuples: without a pause the collector would walk
-            # the whole heap several times meanwhile, and the monitor's loop would wait.
-            gc_was = gc.isenabled()
-            gc.disable()
-            try:
-                # Only the feed's retired list says a pair is done: a pair that left its
-                # shard is still among the changed ones (with `retired` set) until the
-                # merger releases it, and forgetting its committed row then would write
-                # it again.
-                # map and zip: C loops, no bytecode per pair (15% faster than a
-                # comprehension)
-                pairs = list(zip(map(pf, changed), map(ef, map(_A, changed)),
-                                 map(ef, map(_B, changed)), itertools.repeat(False)))
-                pairs += zip(map(pf, retired), map(ef, map(_A, retired)),
-                             map(ef, map(_B, retired)), itertools.repeat(True))
-                flows = [FLOW_FIELDS(f) for f in fviews]
-            finally:
-                if gc_was:
-                    gc.enable()
-        s = monitor.merger.summary()
-        st = monitor.run.counters()
-        counters = (s.frames, s.ip.packets, s.ip.bytes, s.tcp.packets, s.tcp.bytes,
-                    s.udp.packets, s.udp.bytes, s.icmp.packets, s.icmp.bytes,
-                    s.other_ip.packets, s.other_ip.bytes, s.non_ip.packets, s.non_ip.bytes,
-                    s.malformed, s.untracked, s.evicted_flows, st.kernel_drops,
-                    st.queue_drops, st.queue_dropped_packets, st.shard_restarts, st.lost_pairs)
-        self._seq += 1
-        now = time.monotonic()
-        self._taken.append((self._seq, now))
-        syn = ()
-        if self.syn_warn > 0:
-            syn = tuple((iface, fmt_addr(dst), n)
-                        for iface, dst, n in monitor.merger.syn_flood(self.syn_warn))
-        self.writer.put(Snapshot(self._seq, now, time.time(), monitor.merger.now, pairs, flows,
-                                 counters, final, syn))
-
-    # -- status --
-
-    @property
-    def pending(self) -> int:
-        return self._seq - self.writer.committed_seq
-
-    @property
-    def lag_seconds(self) -> float:
-        done = self.writer.committed_seq
-        taken = self._taken
-        while taken and taken[0][0] <= done:
-            taken.popleft()
-        return time.monotonic() - taken[0][1] if taken else 0.0
-
-    @property
-    def error(self) -> str | None:
-        return self.writer.error
-
-    @property
-    def status(self) -> StoreStatus:
-        return StoreStatus(str(self.path), self.lag_seconds, self.pending, self.writer.error,
-                           self.writer.committed, self.writer.last_write)

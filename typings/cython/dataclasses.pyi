@@ -1,0 +1,2 @@
+from dataclasses import dataclass as dataclass
+from dataclasses import field as field
