@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from iptraf_mp.core.merge import ChangeFeed  # noqa: E402
 from iptraf_mp.core.tcptable import END_FIN, Entry, Pair  # noqa: E402
-from iptraf_mp.outputs.export import IpfixSink  # noqa: E402
-from iptraf_mp.outputs.ipfix import IpfixExporter  # noqa: E402
+from iptraf_mp.outputs.ipfix.sink import IpfixSink  # noqa: E402
+from iptraf_mp.outputs.ipfix.transport import IpfixExporter  # noqa: E402
 
 # A collector stand-in: counts datagrams and data records (set ids 256/257, record sizes of
 # the two templates) until SIGTERM, then prints them as JSON. Shares no code with ipfix.py.

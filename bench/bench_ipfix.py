@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from iptraf_mp.outputs.ipfix import FlowRecord, IpfixEncoder, IpfixExporter  # noqa: E402
+from iptraf_mp.outputs.ipfix.encoder import FlowRecord, IpfixEncoder  # noqa: E402
+from iptraf_mp.outputs.ipfix.transport import IpfixExporter  # noqa: E402
 
 
 def make_records(n: int, v6_share: float, seed: int = 1) -> list[FlowRecord]:

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shards.batch import PACKET_HEADER, BatchBuilder, decode_batch  # noqa: E402
+from shards.batch import RECORD_HEADER, BatchBuilder, decode_batch  # noqa: E402
 from shards.ring import Ring  # noqa: E402
 
 BATCHES = (1, 64, 512)
@@ -80,7 +80,7 @@ def _make_transport(kind: str, batch: int, ctx: mp.context.BaseContext) -> Any:
         # only add cost, and get_many() hands loads a view into a buffer it reuses.
         return faster_fifo.Queue(max_size_bytes=BUFFER_BYTES, loads=bytes, dumps=_identity)
     if kind == "mp.Queue":
-        per_packet = PACKET_HEADER.size + PACKET_BYTES
+        per_packet = RECORD_HEADER.size + PACKET_BYTES
         return ctx.Queue(maxsize=max(1, BUFFER_BYTES // (per_packet * batch)))
     raise ValueError(kind)
 
@@ -272,7 +272,7 @@ def no_transport_costs(batch: int, packets: int) -> tuple[float, float]:
 def append_costs(n: int = 200_000) -> None:
     """Per-packet cost of the ways to append one packet to a batch, and of decoding it."""
     pool = _pool()
-    header = PACKET_HEADER
+    header = RECORD_HEADER
     pack = header.pack
     pack_into = header.pack_into
     hsize = header.size

@@ -21,24 +21,24 @@ __all__ = [
     "BatchError",
     "carried",
     "MAGIC",
-    "PACKET_HEADER",
-    "Packet",
+    "RECORD_HEADER",
+    "BatchRecord",
     "decode_batch",
     "encode_batch",
     "split_batch",
 ]
 
-PACKET_HEADER = RECORD_HEADER
-
-Packet = tuple[int, float, int, int, bytes]
+# one packet as a batch carries it: (frame number, timestamp, wire length, interface index,
+# captured bytes); not core.model.Packet, the capture files' (ts, ifindex, data, wirelen)
+BatchRecord = tuple[int, float, int, int, bytes]
 
 _BATCH_HEADER_SIZE = BATCH_HEADER.size
-_PACKET_HEADER_SIZE = PACKET_HEADER.size
+_RECORD_HEADER_SIZE = RECORD_HEADER.size
 
 
-def encode_batch(packets: list[Packet]) -> bytes:
+def encode_batch(packets: list[BatchRecord]) -> bytes:
     """Pack ``(frame_no, ts, wirelen, ifindex, data)`` tuples into one batch."""
-    pack = PACKET_HEADER.pack
+    pack = RECORD_HEADER.pack
     parts = [BATCH_HEADER.pack(MAGIC, len(packets))]
     for frame_no, ts, wirelen, ifindex, data in packets:
         parts.append(pack(frame_no, ts, wirelen, ifindex, len(data)))
@@ -46,7 +46,7 @@ def encode_batch(packets: list[Packet]) -> bytes:
     return b"".join(parts)
 
 
-def decode_batch(buf: bytes | bytearray | memoryview) -> list[Packet]:
+def decode_batch(buf: bytes | bytearray | memoryview) -> list[BatchRecord]:
     """Unpack a batch made by :func:`encode_batch` or :meth:`BatchBuilder.take`.
 
     Raises :class:`BatchError` if the batch is truncated, has trailing bytes or a bad magic.
@@ -73,8 +73,8 @@ def split_batch(buf: bytes | bytearray | memoryview
     magic, count = BATCH_HEADER.unpack_from(buf, 0)
     if magic != MAGIC:
         raise BatchError(f"bad batch magic {magic!r}")
-    unpack_from = PACKET_HEADER.unpack_from
-    hsize = _PACKET_HEADER_SIZE
+    unpack_from = RECORD_HEADER.unpack_from
+    hsize = _RECORD_HEADER_SIZE
     numbers: list[int] = []
     records: list[tuple[float, int, bytes, int]] = []
     number = numbers.append

@@ -39,8 +39,11 @@ reading. Why this and not the alternatives:
   can be handed to ``multiprocessing.Process`` as an argument with either start method.
 * One semaphore can count the records of several rings: a shard fed by N capture processes
   has N rings (each still single-producer) sharing one semaphore, and sleeps on all of them at
-  once through :class:`RingSet`. Every waited-for count is matched by a record that is already
-  visible in some ring, because each producer posts only after publishing its record.
+  once through :class:`RingSet`. There the counts only wake the consumer: it looks in the
+  rings first and waits only when they are all empty, so a count lost with a consumer killed
+  between taking it and taking its record (the restarted shard's rings would be one short
+  for ever, and the last record, END, never read) strands nothing, and a count whose record
+  was taken before it was posted is a spurious wake.
 
 Two orderings rest on the CPU rather than on the semaphore: the consumer stores ``tail`` only
 after copying the payload out (the producer must not overwrite bytes still being read), and a
@@ -421,21 +424,27 @@ class RingSet:
         return (RingSet, (self.rings, self._wake))
 
     def get(self, timeout: float | None = None) -> bytes | None:
-        """Next record from any ring, or None after ``timeout`` seconds (None: wait forever)."""
+        """Next record from any ring, or None after ``timeout`` seconds (None: wait forever;
+        None may also come early, on a spurious wake)."""
+        buf = self._scan()
+        if buf is not None:
+            self._wait(False)  # its count, if it has been posted yet
+            return buf
         if not _acquire(self._wait, timeout):
             return None
+        return self._scan()
+
+    def _scan(self) -> bytes | None:
         rings = self.rings
         n = len(rings)
         i = self._next
-        # Every count we consumed was posted after its record was published, and counts are
-        # never consumed without taking a record, so one full scan always finds one.
         for _ in range(n):
             ring = rings[i]
             i = i + 1 if i + 1 < n else 0
             if ring._readable():
                 self._next = i
                 return ring._take()
-        raise RingError("wake semaphore counted a record that no ring holds")
+        return None
 
     def close(self) -> None:
         for ring in self.rings:

@@ -21,7 +21,7 @@ from multiprocessing.synchronize import Semaphore
 from iptraf_mp.capture.capfile import CaptureReader
 from iptraf_mp.core.engine import Settings
 from iptraf_mp.core.merge import Merger, settle_heap
-from iptraf_mp.core.publication import RunStartError, RunStats
+from iptraf_mp.core.run import RunStartError, RunStats
 
 from .batch import decode_batch, encode_batch
 from .protocol import CTL_END, CTL_IFACE, MAX_IFACES, parse_iface_record

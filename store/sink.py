@@ -14,6 +14,7 @@ from pathlib import Path
 
 from iptraf_mp.core.model import fmt_addr
 from iptraf_mp.core.text import say
+from iptraf_mp.outputs.sink import Monitored
 
 from .writer import ENTRY_FIELDS, FLOW_FIELDS, PAIR_FIELDS, Checkpoint, Writer
 
@@ -60,18 +61,18 @@ class StoreSink:
 
     # -- sink protocol --
 
-    def attach(self, monitor) -> None:
+    def attach(self, monitor: Monitored) -> None:
         self.feed = monitor.merger.subscribe()
         sources = getattr(monitor.run, "sources", None) or []
         self.writer.declared_ifaces = [s.iface for s in sources if getattr(s, "iface", None)]
 
-    def update(self, monitor) -> None:
+    def update(self, monitor: Monitored) -> None:
         now = time.monotonic()
         if now >= self._due:
             self.checkpoint(monitor)
             self._due = now + self.interval
 
-    def finish(self, monitor) -> None:
+    def finish(self, monitor: Monitored) -> None:
         """The final checkpoint (every pair has retired by now), then wait for it: the
         session is closed cleanly only once it is committed."""
         self.checkpoint(monitor, final=True)
@@ -92,6 +93,9 @@ class StoreSink:
             self.report(f"flow store: {self.pending} checkpoints could not be written to "
                         f"{self.path} ({w.error}); the session stays marked unclean")
 
+    def pump(self) -> bool:
+        return False  # the writer thread paces itself
+
     def status_line(self) -> str:
         """One line for the console (shown when the run starts)."""
         return f"flow store: {self.path} (session {self.session_id})"
@@ -107,7 +111,7 @@ class StoreSink:
 
     # -- snapshots --
 
-    def checkpoint(self, monitor, final: bool = False) -> None:
+    def checkpoint(self, monitor: Monitored, final: bool = False) -> None:
         if not self._started:
             # Started here, after the pipeline has forked its processes, not in attach():
             # no child inherits a thread or an open database connection.

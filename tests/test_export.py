@@ -29,7 +29,8 @@ from iptraf_mp.app.cli import SinkError, build_parser
 from iptraf_mp.core.merge import ChangeFeed, FlowView
 from iptraf_mp.core.model import K_ICMP, K_NON_IP, K_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN
 from iptraf_mp.core.tcptable import END_FIN, END_OPEN, END_TIMEOUT, Entry, Pair
-from iptraf_mp.outputs.export import (
+from iptraf_mp.outputs.ipfix.encoder import FlowRecord
+from iptraf_mp.outputs.ipfix.sink import (
     FIRST_SYNTHETIC_IFINDEX,
     REASON_ACTIVE,
     REASON_END,
@@ -38,7 +39,7 @@ from iptraf_mp.outputs.export import (
     IpfixSink,
     make_sink,
 )
-from iptraf_mp.outputs.ipfix import FlowRecord, IpfixExporter
+from iptraf_mp.outputs.ipfix.transport import IpfixExporter
 
 from .conftest import CORPUS, corpus_files, need_corpus
 from .test_ipfix import nfcapd
@@ -510,15 +511,20 @@ def test_monitor_gives_paced_sinks_the_run_s_waits() -> None:
             calls.append(1)
             return len(calls) < 3
 
-    class Plain:
+    class Plain:  # the store: its writer thread paces itself
         def attach(self, monitor) -> None:
             pass
 
+        def pump(self) -> bool:
+            return False
+
     run = _QuietRun()
     Monitor(run, sinks=[Plain()])
-    assert not hasattr(run, "between")  # nothing paced: the run waits as before
+    assert not run.between()  # nothing waits: the run need not wait on our account
+    assert calls == []
     Monitor(run, sinks=[Plain(), Paced()])
     assert run.between() and run.between() and not run.between()
+    assert len(calls) == 3
 
 
 def test_pipeline_wait_gives_a_paced_sink_turns_until_its_backlog_is_out() -> None:

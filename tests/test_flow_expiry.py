@@ -25,8 +25,8 @@ from iptraf_mp.core.fastpath import feed_records
 from iptraf_mp.core.merge import ChangeFeed, Merger
 from iptraf_mp.core.othertable import OtherFlow
 from iptraf_mp.core.publication import Publication, make_publication, summary_tuple, track_changes
-from iptraf_mp.outputs.export import REASON_IDLE, IpfixSink
-from iptraf_mp.outputs.ipfix import FlowRecord
+from iptraf_mp.outputs.ipfix.encoder import FlowRecord
+from iptraf_mp.outputs.ipfix.sink import REASON_IDLE, IpfixSink
 from shards.hashing import ShardPicker
 from shards.protocol import CTL_TICK
 from store import writer as cp

@@ -1,6 +1,6 @@
 """IPFIX encoder/exporter tests.
 
-Field values are checked with decoders that share no code with iptraf_mp.outputs.ipfix:
+Field values are checked with decoders that share no code with iptraf_mp.outputs.ipfix.encoder:
 tshark's cflow dissector (messages wrapped into a pcap by dpkt) and nfcapd/nfdump
 (messages sent over loopback UDP by IpfixExporter). Everything is sent to
 127.0.0.1 or ::1 only.
@@ -29,7 +29,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iptraf_mp.outputs.ipfix import FlowRecord, IpfixEncoder, IpfixExporter, parse_target
+from iptraf_mp.outputs.ipfix.encoder import FlowRecord, IpfixEncoder
+from iptraf_mp.outputs.ipfix.target import parse_target
+from iptraf_mp.outputs.ipfix.transport import IpfixExporter
 
 TSHARK = shutil.which("tshark")
 NFCAPD = shutil.which("nfcapd")

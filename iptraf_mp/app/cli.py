@@ -3,6 +3,8 @@
     iptraf-mp -i IFACE|all [options]     watch live traffic (the console, or -B)
     iptraf-mp -r FILE [options]          watch a recording (pcap or pcapng)
     iptraf-mp sql "SELECT ..."           query the flow history (see `iptraf-mp sql -h`)
+    iptraf-mp report [--since 1h] [--by host|port|proto|iface|conn|time]
+                                         the common questions, answered from the history
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write JSON lines of TCP entries and the summary to OUT ('-' = stdout)")
     out.add_argument("-L", dest="log", metavar="FILE",
                      help="write iptraf-ng log lines to FILE (SIGUSR1: active list, reopen)")
+    out.add_argument("-q", dest="quiet", action="store_true",
+                     help="with -B: no progress bar and no closing line on stderr (errors "
+                          "still); there is none either when stderr is not a terminal")
     out.add_argument("-w", dest="write", metavar="FILE",
                      help="record every captured frame to FILE (pcapng)")
     run = p.add_argument_group("run")
@@ -91,7 +96,7 @@ def extensions() -> list:
     """Modules that add their own flags and sinks: each has add_arguments(parser) and
     make_sink(args) -> sink or None (raising SinkError with a one-line message)."""
     from iptraf_mp.console import app as console
-    from iptraf_mp.outputs import export
+    from iptraf_mp.outputs.ipfix import sink as export
     from store import cli as store_cli
 
     return [console, store_cli, export]
@@ -108,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         from store.query import main as sql_main
 
         return sql_main(argv[1:])
+    if argv and argv[0] == "report":
+        from store.report import main as report_main
+
+        return report_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.read and args.iface:
         return fail("-i and -r cannot be used together")
@@ -176,7 +185,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     )
     from iptraf_mp.capture.recorder import Recorder
     from iptraf_mp.core.lines import LineOptions
-    from iptraf_mp.core.publication import RunStartError
+    from iptraf_mp.core.run import RunStartError
     from iptraf_mp.outputs.jsonout import JsonWriter
     from iptraf_mp.outputs.log import LogError, LogWriter
 
@@ -272,19 +281,33 @@ def run_monitor(args: argparse.Namespace) -> int:
         json = JsonWriter(json_fh, label=f"--json {args.json}") if json_fh else None
         mon = Monitor(run, json, log, recorder, sinks=sinks, minutes=args.minutes)
         mon.install_signals()
+        progress = None
+        if args.background and args.read and not args.quiet and sys.stderr.isatty():
+            from iptraf_mp.console.progress import ReplayProgress
+
+            # before the start: the pipeline's capture process takes the file over
+            progress = ReplayProgress(os.path.basename(args.read),
+                                      reader.fileno() if reader is not None else None)
+        ended = False
         try:
             try:
                 mon.start()
             except RunStartError as e:
                 return fail(str(e), 1)
-            if args.background:
+            if progress is not None:
+                progress.start()
+                mon.run_background(lambda: progress.update(mon.merger.summary().frames))
+            elif args.background:
                 mon.run_background()
             else:
                 from iptraf_mp.console.app import run_console
 
                 run_console(mon, args, opts)
             mon.finish()
+            ended = True
         finally:
+            if progress is not None:
+                progress.close(mon.merger.summary() if ended else None)
             mon.close()
         counters = run.counters()
         errors = counters.errors

@@ -17,7 +17,8 @@ from iptraf_mp.core.engine import Engine, Settings
 from iptraf_mp.core.fastpath import feed_pcap, feed_records
 from iptraf_mp.core.merge import Merger, settle_heap
 from iptraf_mp.core.model import Packet
-from iptraf_mp.core.publication import RunStats, make_publication, track_changes
+from iptraf_mp.core.publication import make_publication, track_changes
+from iptraf_mp.core.run import RunStats
 
 
 class LocalRun:

@@ -12,8 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from iptraf_mp.capture.recorder import Recorder
+from iptraf_mp.core.run import Run
 from iptraf_mp.core.text import say
 from iptraf_mp.outputs.jsonout import JsonWriter
+from iptraf_mp.outputs.log import LogWriter
 from iptraf_mp.outputs.sink import Sink
 
 
@@ -28,16 +31,15 @@ class Flags:
 
 
 class Monitor:
-    def __init__(self, run, json: JsonWriter | None = None, log=None, recorder=None,
+    def __init__(self, run: Run, json: JsonWriter | None = None, log: LogWriter | None = None,
+                 recorder: Recorder | None = None,
                  sinks: list[Sink] | None = None, minutes: float | None = None) -> None:
         self.run = run
         self.merger = run.merger
         self.json = json
         self.log = log
         self.recorder = recorder
-        # Sinks (the store, IPFIX export) have attach(monitor) (called here, before anything
-        # runs, e.g. to subscribe to the merger's changes), update(monitor) after every step,
-        # finish(monitor) at the end and close().
+        # the store, IPFIX export: attached here, before anything runs
         self.sinks = sinks or []
         self.flags = Flags()
         # Outputs that failed and stopped, one line each (already on stderr): the other
@@ -50,10 +52,8 @@ class Monitor:
             self.merger.log_lines = []
         for sink in self.sinks:
             sink.attach(self)
-        # Sinks that send at a paced rate (IPFIX) have pump() -> bool (True while records
-        # wait): the run calls them while it waits, between our updates.
-        self._pumps = [sink.pump for sink in self.sinks if hasattr(sink, "pump")]
-        if self._pumps:
+        # paced outputs (IPFIX) send while the run waits, between our updates
+        if self.sinks:
             run.between = self._between
 
     def install_signals(self) -> None:
@@ -91,8 +91,8 @@ class Monitor:
 
     def _between(self) -> bool:
         busy = False
-        for pump in self._pumps:
-            busy = pump() or busy
+        for sink in self.sinks:
+            busy = sink.pump() or busy
         return busy
 
     def _failed(self, what: str, err: Exception) -> None:
@@ -134,9 +134,10 @@ class Monitor:
         for sink in self.sinks:
             sink.update(self)
 
-    def run_background(self) -> None:
+    def run_background(self, on_step: Callable[[], None] | None = None) -> None:
         while self.step(self.run.refresh):
-            pass
+            if on_step is not None:
+                on_step()
 
     def finish(self) -> None:
         """After the last step: the summary, the log's last line, every sink closed."""

@@ -260,6 +260,14 @@ class CaptureReader:
         self._raw_pcap: RawPcap | None = None
         self._start()
 
+    def fileno(self) -> int | None:
+        """The descriptor of the file being read (a gzip'd file's own, compressed), or None:
+        its offset says how far the reading has come (console/progress.py)."""
+        try:
+            return self._raw.fileno()
+        except (AttributeError, OSError, ValueError):  # an in-memory file, or closed
+            return None
+
     # --- opening ----------------------------------------------------------
     def _start(self) -> None:
         head = self._read_more(b"", _PCAP_FILE_HDR_LEN, 0, 0)

@@ -125,30 +125,6 @@ class Publication:
     epoch: int = -1
 
 
-class RunStartError(Exception):
-    """A run (the pipeline, or the engine in one process) cannot start: a one-line reason."""
-
-
-@dataclass(slots=True)
-class RunStats:
-    """What a run lost or survived, beside the engine's counters."""
-
-    kernel_drops: int = 0
-    queue_drops: int = 0  # batches
-    queue_dropped_packets: int = 0
-    shard_restarts: int = 0
-    lost_pairs: int = 0
-    record_dropped: int = 0  # live: frames left out of the recording (-w)
-    errors: list[str] = field(default_factory=list)
-    exit_status: int = 0  # at least this (a capture file refused: 2)
-
-    def failed(self, message: str, exit_status: int = 1) -> None:
-        """The run lost something: `message` is said at the end, and the command exits with
-        at least `exit_status`."""
-        self.errors.append(message)
-        self.exit_status = max(self.exit_status, exit_status)
-
-
 def make_publication(engine: Engine, index: int, seq: int, decoded: int,
                      final: bool = False, share: bool = False) -> Publication:
     """What changed in `engine` since the previous call (its dirty sets and queues drain).

@@ -3,7 +3,10 @@ lines: the flow store and IPFIX export. The monitor drives every sink the same w
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
+
+from iptraf_mp.core.merge import Merger
+from iptraf_mp.core.run import Run
 
 
 class SinkError(Exception):
@@ -11,14 +14,25 @@ class SinkError(Exception):
     sinks and `python -m iptraf_mp.app.cli` (where the CLI module is `__main__`) name one class."""
 
 
+class Monitored(Protocol):
+    """What a sink sees of the monitor that drives it."""
+
+    merger: Merger
+    run: Run
+
+
 class Sink(Protocol):
-    def attach(self, monitor: Any) -> None:
+    def attach(self, monitor: Monitored) -> None:
         """Before anything runs (subscribe to the merger's changes, say)."""
 
-    def update(self, monitor: Any) -> None:
+    def update(self, monitor: Monitored) -> None:
         """After every step of the run."""
 
-    def finish(self, monitor: Any) -> None:
+    def pump(self) -> bool:
+        """While the run waits between steps: send some of what waits (a paced output);
+        True while something still waits."""
+
+    def finish(self, monitor: Monitored) -> None:
         """After the last step: the last records out."""
 
     def close(self) -> None: ...

@@ -1,4 +1,5 @@
-"""`--ipfix HOST:PORT`: export the monitor's flows to IPFIX collectors.
+"""`--ipfix HOST:PORT`: the IPFIX output (a Sink), exporting the monitor's flows to IPFIX
+collectors.
 
 One uniflow record per direction of each TCP connection and per non-TCP flow, as deltas:
 for every (pair id, direction) and every non-TCP flow we remember what was already
@@ -26,7 +27,7 @@ every packet's flags since the pair began (`Entry.flags_seen`), so a record carr
 flag its direction has shown up to the record's end (for an active-timeout delta, that may
 include flags of earlier deltas: a superset, exact once a direction's records are ORed).
 
-Export never stalls the monitor: the exporters are non-blocking (iptraf_mp.outputs.ipfix: DNS on a
+Export never stalls the monitor: the exporters are non-blocking (transport.py: DNS on a
 helper thread, non-blocking sockets, TCP connects polled), so sending costs the monitor
 only the encoding. Records are paced (a token bucket: `rate` a second, bursts of at most
 BURST): a collector's socket buffer holds only some 100 datagrams, so a burst of thousands
@@ -43,16 +44,18 @@ import argparse
 import heapq
 import socket
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from iptraf_mp.core.model import K_ICMP, K_NON_IP
 from iptraf_mp.core.tcptable import END_FIN, END_ICMP, END_OPEN, END_RESET, END_TIMEOUT, Entry, Pair
 from iptraf_mp.core.text import say
+from iptraf_mp.outputs.sink import Monitored
 
-from .ipfix import ExporterStats, FlowRecord, IpfixExporter, parse_target
+from .encoder import FlowRecord
+from .pacer import DEFAULT_RATE, Pacer
+from .target import parse_target
+from .transport import ExporterStats, IpfixExporter
 
 if TYPE_CHECKING:
     from iptraf_mp.core.merge import ChangeFeed, FlowView
@@ -71,9 +74,6 @@ DEFAULT_ACTIVE = 60.0
 DEFAULT_IDLE = 15.0  # non-TCP flows; the usual exporter default
 FIRST_SYNTHETIC_IFINDEX = 0x10000  # above any real ifindex a router hands out in practice
 DIRECTION_INGRESS = 0  # captures do not say which way a frame crossed the interface
-DEFAULT_RATE = 50_000.0  # records/s at most, to each collector; see _Pacer
-BURST = 1024  # records at most back to back: ~43 datagrams, half a default socket buffer
-MAX_QUEUE = 1_000_000  # records waiting to be sent (~150 MB at worst) before dropping
 IO_TIMEOUT = 0.01  # seconds an export call may wait on a TCP connect or a name lookup
 DRAIN_MIN = 5.0  # seconds the end of a run waits for the queue at least
 DRAIN_MAX = 60.0  # and at most
@@ -93,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_sink(args: argparse.Namespace) -> IpfixSink | None:
-    from .sink import SinkError
+    from iptraf_mp.outputs.sink import SinkError
 
     targets = getattr(args, "ipfix", None)
     if not targets:
@@ -141,7 +141,7 @@ class IpfixSink:
                  idle: float | None = None, live: bool = True,
                  rate: float = DEFAULT_RATE) -> None:
         self.exporters = exporters
-        self.pacer = _Pacer(exporters, rate)
+        self.pacer = Pacer(exporters, rate)
         self.active = active
         self.idle = min(DEFAULT_IDLE, active) if idle is None else idle
         self.live = live  # a live capture's clock also runs on when no packet comes
@@ -164,10 +164,10 @@ class IpfixSink:
 
     # ---- the sink protocol ---------------------------------------------------------------
 
-    def attach(self, monitor: Any) -> None:
+    def attach(self, monitor: Monitored) -> None:
         self.feed = monitor.merger.subscribe()
 
-    def update(self, monitor: Any) -> None:
+    def update(self, monitor: Monitored) -> None:
         self._clock(monitor)
         out: list[FlowRecord] = []
         self.collect(out)
@@ -184,7 +184,7 @@ class IpfixSink:
             self.pacer.pump()
         return self.pacer.queued > 0
 
-    def finish(self, monitor: Any) -> None:
+    def finish(self, monitor: Monitored) -> None:
         self._clock(monitor)
         out: list[FlowRecord] = []
         self.collect(out)
@@ -240,7 +240,7 @@ class IpfixSink:
 
     # ---- delta bookkeeping (no I/O: tests drive it directly) -----------------------------
 
-    def _clock(self, monitor: Any) -> None:
+    def _clock(self, monitor: Monitored) -> None:
         now = monitor.merger.now
         if self.live:
             now = max(now, time.time())
@@ -511,78 +511,6 @@ class IpfixSink:
             self.records += len(records)
             self.pacer.put(records)
         self.pacer.pump()  # also what earlier updates left over
-
-
-class _Pacer:
-    """Hands queued records to the exporters: at most `rate` a second, at most `burst` at
-    once (a token bucket), always from the monitor's own thread.
-
-    Not a thread of its own, on purpose: CPython hands the GIL over at every send(), and a
-    sender thread beside a busy monitor thread makes each datagram cost the monitor a
-    thread switch (measured: +20-35 % on a one-process replay). The exporters never block,
-    so a burst costs the monitor its encoding, a few ms per thousand records.
-    """
-
-    def __init__(self, exporters: list[IpfixExporter], rate: float = DEFAULT_RATE,
-                 burst: int = BURST, max_queue: int = MAX_QUEUE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.exporters = exporters
-        self.rate = rate
-        self.burst = burst
-        self.max_queue = max_queue
-        self.clock = clock
-        self.queue: deque[list[FlowRecord]] = deque()
-        self.offset = 0  # records of queue[0] already sent
-        self.queued = 0  # records in `queue` not yet sent
-        self.dropped = 0  # records refused because the queue was full
-        self.tokens = float(burst)
-        self.last = clock()
-
-    def put(self, records: list[FlowRecord]) -> None:
-        if self.queued + len(records) > self.max_queue:
-            # A collector slower than the traffic for long: shed the newest rather than
-            # grow without bound; counted, and shown with the exporters' own drops.
-            self.dropped += len(records)
-            return
-        self.queue.append(records)
-        self.queued += len(records)
-
-    def pump(self) -> int:
-        """Send what the bucket allows now; returns the records handed to the exporters."""
-        now = self.clock()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        want = min(int(self.tokens), self.queued)
-        if want <= 0:
-            return 0
-        chunk: list[FlowRecord] = []
-        while len(chunk) < want:
-            head = self.queue[0]
-            n = min(want - len(chunk), len(head) - self.offset)
-            chunk.extend(head[self.offset : self.offset + n])
-            self.offset += n
-            if self.offset >= len(head):
-                self.queue.popleft()
-                self.offset = 0
-        self.queued -= want
-        self.tokens -= want
-        # One call per exporter and pump: while a TCP connect or a name lookup is pending,
-        # each call may wait up to the exporter's io_timeout, so this bounds the monitor's
-        # wait per update to that, whatever the backlog.
-        for exp in self.exporters:
-            exp.export(chunk)  # never raises
-        return want
-
-    def drain(self, timeout: float) -> bool:
-        """Pump until the queue is empty, sleeping for tokens; False on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.pump()
-            if not self.queue:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(max(0.001, min(self.burst, self.queued) / self.rate))
 
 
 def _ms(ts: float) -> int:
