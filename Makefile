@@ -7,10 +7,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Every program the tests, `make run` and `make bench` run, by the package that holds it:
 # ping (iputils-ping), ip (iproute2), ps/pkill/sysctl (procps), capinfos/editcap
 # (wireshark-common), setpriv/taskset (util-linux), mount/umount (mount), callgrind (valgrind),
+# chromium (the browser test of `iptraf-mp serve`),
 # and a compiler with the Python headers for packages that build extensions.
 APT_PACKAGES := libpcap-dev tshark wireshark-common tcpdump tmux iptraf-ng nfdump tcpreplay \
 	iproute2 iputils-ping procps util-linux mount coreutils sqlite3 valgrind \
-	build-essential python3-dev
+	build-essential python3-dev chromium
 STAMP := $(VENV)/.installed
 BUILT := $(VENV)/.built
 # What the compiled core is built from (setup.py): an edit rebuilds it before the next run
@@ -37,7 +38,7 @@ deps:
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 'setuptools>=77' 'cython>=3.1,<3.4'
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,web]'
 	touch $(STAMP)
 
 # The compiled core, in place beside its source (`pip install -e .` built it once; this

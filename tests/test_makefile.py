@@ -21,6 +21,7 @@ PROGRAMS = {
     "taskset": "util-linux", "mount": "mount", "umount": "mount", "pgrep": "procps",
     "pkill": "procps", "ps": "procps", "sysctl": "procps", "timeout": "coreutils",
     "true": "coreutils", "dpkg-query": "dpkg", "gcc": "build-essential",
+    "chromium": "chromium",
 }
 # argv[0] of a command the tests or benchmarks build as a list literal
 _EXEC = re.compile(r"(?:subprocess\.(?:run|Popen|check_output|call|check_call)|\bsh|\brun)"

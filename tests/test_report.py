@@ -162,3 +162,16 @@ def test_time_words() -> None:
     assert bucket_width(0, 3600) == 300  # 12 bars of 5 minutes
     assert bucket_width(0, 86400) == 3600
     assert bucket_width(0, 5) == 1
+
+
+def test_serve_documents_every_table_and_column() -> None:
+    from store.schema import COLUMNS
+    from store.web import CANNED, TABLES, metadata
+
+    assert {t: tuple(cols) for t, (_d, cols) in TABLES.items()} == \
+        {t: tuple(cols) for t, cols in COLUMNS.items()}
+    assert all(desc for _d, cols in TABLES.values() for desc in cols.values())
+    meta = metadata("flows")["databases"]["flows"]
+    assert set(meta["tables"]) == set(COLUMNS)
+    assert {"top_hosts", "top_ports", "protocols", "traffic_per_minute"} <= set(meta["queries"])
+    assert all(q["sql"].strip() and q["title"] for q in CANNED.values())

@@ -5,6 +5,7 @@
     iptraf-mp sql "SELECT ..."           query the flow history (see `iptraf-mp sql -h`)
     iptraf-mp report [--since 1h] [--by host|port|proto|iface|conn|time]
                                          the common questions, answered from the history
+    iptraf-mp serve [--db PATH]          the history in a browser (Datasette, 127.0.0.1)
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         from store.report import main as report_main
 
         return report_main(argv[1:])
+    if argv and argv[0] == "serve":
+        from store.web import main as serve_main
+
+        return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.read and args.iface:
         return fail("-i and -r cannot be used together")
