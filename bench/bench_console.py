@@ -38,6 +38,7 @@ import random
 import statistics
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,7 +48,7 @@ from rich.live import Live  # noqa: E402
 
 from iptraf_mp import console as console_mod  # noqa: E402
 from iptraf_mp.console.app import ConsoleApp  # noqa: E402
-from iptraf_mp.core.engine import Summary  # noqa: E402
+from iptraf_mp.core.engine import Counter, Summary  # noqa: E402
 from iptraf_mp.core.lines import LineOptions  # noqa: E402
 from iptraf_mp.core.merge import Merger, settle_heap  # noqa: E402
 from iptraf_mp.core.model import K_UDP, Decoded  # noqa: E402
@@ -112,7 +113,7 @@ def build(n: int) -> Merger:
 def line(i: int) -> tuple:
     d = Decoded(K_UDP, 4, 76, b"\x0a\x00\x00\x01", b"\x08\x08\x08\x08", 17, 40000 + i % 1000,
                 53, 0, 0, 0, 0, 0, 0, 0, None, None, None, False)
-    return (float(i), "eth0", d)
+    return (float(i), "eth0", d, i)
 
 
 def publication(m: Merger, seq: int, n: int, changes: int, rng: random.Random,
@@ -135,6 +136,7 @@ def publication(m: Merger, seq: int, n: int, changes: int, rng: random.Random,
         tuples.append(pair_tuple(p))
     s = Summary()
     s.frames = seq * changes
+    s.ifaces = {"eth0": Counter(seq * changes, seq * changes * 1400)}
     return Publication(shard=0, seq=seq, tick_no=seq, now=1000.0 + seq * 0.25, pairs=tuples,
                        lines=[line(seq * 20 + k) for k in range(20)], line_count=seq * 20,
                        summary=summary_tuple(s), decoded=seq * changes)
@@ -168,10 +170,17 @@ def bench(n: int, frames: int, changes: int) -> dict:
     out: dict = {"connections": n, "build_s": round(built, 2), "changes_per_frame": changes}
     wall, cpu = time.perf_counter, time.thread_time
     seq = 0
+    # ten minutes of traffic on four interfaces, as the graph (G) would have them
+    for name in ("eth0", "eth1", "eth2", "wlan0"):
+        app.history.by_iface[name] = deque((rng.random() * 1e8 for _ in range(600)),
+                                           maxlen=600)
+    app.history.total = deque(map(sum, zip(*app.history.by_iface.values(), strict=True)),
+                              maxlen=600)
     for size in SIZES:
-        for where in ("top", "middle"):
-            app.st.bar = 0 if where == "top" else n  # the middle of the table's rows
-            app.st.top = 0 if where == "top" else n - 5
+        for where in ("top", "middle", "top graph"):
+            app.st.graph = where == "top graph"
+            app.st.bar = 0 if where.startswith("top") else n  # the middle of the table's rows
+            app.st.top = 0 if where.startswith("top") else n - 5
             con = Console(file=io.StringIO(), width=size[0], height=size[1],
                           force_terminal=True, force_interactive=True, color_system="256",
                           highlight=False, markup=False, emoji=False)
@@ -244,13 +253,23 @@ def main() -> int:
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sorted({r[0] for r in rows}):
         for w, h in SIZES:
-            cases = [v for rn, k, v in rows if rn == n and k.startswith(f"{w}x{h} ")]
+            cases = [v for rn, k, v in rows if rn == n and k.startswith(f"{w}x{h} ")
+                     and not k.endswith("graph")]
             worst = {key: max(c[key] for c in cases) for key in cases[0]}
             print(f"| {n:,} | {w}x{h} | {worst['recv_ms']:.2f} | {worst['merge_ms']:.2f} | "
                   f"{worst['render_ms']:.2f} | {worst['draw_ms']:.2f} | {worst['frame_ms']:.2f} "
                   f"| {worst['frame_ms_p95']:.2f} | {worst['frame_cpu_ms']:.2f} | "
                   f"{worst['frame_cpu_ms_p95']:.2f} | {worst['all_ms']:.2f} | "
                   f"{worst['all_ms_p95']:.2f} |")
+    print("\n| connections | terminal | frame median, lines | frame median, graph (G) | "
+          "frame CPU, lines | frame CPU, graph |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for n in sorted({r[0] for r in rows}):
+        for w, h in SIZES:
+            lines = next(v for rn, k, v in rows if rn == n and k == f"{w}x{h} bar top")
+            graph = next(v for rn, k, v in rows if rn == n and k == f"{w}x{h} bar top graph")
+            print(f"| {n:,} | {w}x{h} | {lines['frame_ms']:.2f} | {graph['frame_ms']:.2f} | "
+                  f"{lines['frame_cpu_ms']:.2f} | {graph['frame_cpu_ms']:.2f} |")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -48,6 +48,7 @@ def _state(engine: Engine) -> dict:
     engine.finish()
     return {
         "summary": engine.summary.to_json(),
+        "ifaces": {k: (c.packets, c.bytes) for k, c in engine.summary.ifaces.items()},
         "now": engine.now,
         "ticks": engine.tick_no,
         "sealed": [(tick, [dataclasses.asdict(p) for p in group])
@@ -413,3 +414,18 @@ def test_a_malformed_batch_is_refused_and_feeds_nothing(cut: str) -> None:
     with pytest.raises(BatchError):
         feed_batch(engine, bad, {0: ("eth0", 1)}, lambda n, r: None)
     assert engine.summary.frames == 0 and not engine.tcp.pairs
+
+
+def test_every_frame_is_counted_once_by_its_interface() -> None:
+    """The summary's per-interface counts (the console's rates) add up to its totals on every
+    capture, and a multi-interface pcapng spreads them over its interfaces."""
+    seen_several = False
+    for cap in CAPTURES:
+        records, ifaces = _records(cap)
+        _simple, fast, _n = _both(records, ifaces, Settings())
+        s = fast["summary"]
+        by = fast["ifaces"]
+        assert sum(p for p, _b in by.values()) == s["frames"], cap
+        assert sum(b for _p, b in by.values()) == s["ip"]["bytes"] + s["non_ip"]["bytes"], cap
+        seen_several |= len(by) > 1
+    assert seen_several

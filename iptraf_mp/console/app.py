@@ -28,6 +28,7 @@ from iptraf_mp.core.model import fmt_addr
 from iptraf_mp.core.rate import FlowRate
 from iptraf_mp.core.tcptable import Pair
 
+from .history import FlowRates, TrafficHistory
 from .resolve import Resolver, Services
 from .screen import Frame, Snapshot, layout, lower_range, render, safe, tcp_row_entry
 from .view import ViewState, fit_tcp, handle_key
@@ -115,6 +116,8 @@ class ConsoleApp:
         self.services = services
         self.st = ViewState(mac_option=opts.show_mac)
         self.rate = FlowRate()
+        self.history = TrafficHistory()
+        self.flow_rates = FlowRates()
         self.frozen: Snapshot | None = None
         self.feed = self.merger.subscribe()  # retired pairs, for the exit summary's top list
         self.top: list[tuple[int, int, Pair]] = []  # min-heap (bytes, id, pair), TOP_N long
@@ -233,10 +236,16 @@ class ConsoleApp:
                 elapsed=self._elapsed(), source=self._source(),
                 notice=self._notice(stats), show_mac=self.opts.show_mac,
                 kbytes=self.opts.kbytes, services=self.services)
+            clock = self._rate_clock()
+            self.history.sample(clock, snap.summary.ifaces)
+            snap.history = self.history
             if pairs:
                 pair, e = tcp_row_entry(pairs, st.bar)
-                self.rate.sample((pair.id, st.bar & 1), self._rate_clock(), e.bytes)
+                key = (pair.id, st.bar & 1)
+                self.rate.sample(key, clock, e.bytes)
                 snap.rate = self.rate.bytes_per_second()
+                self.flow_rates.sample(key, clock, snap.rate)
+                snap.flow_rates = self.flow_rates.rates
         if self.resolver is not None:
             snap.names = self.resolver.names(self._visible_addrs(snap, tcp_page, lower_page))
         return snap

@@ -34,6 +34,7 @@ from iptraf_mp.core.othertable import OtherLine
 from iptraf_mp.core.tcptable import Entry, Pair, flag_column
 from iptraf_mp.core.text import escape_char, safe_text
 
+from .history import TrafficHistory, chart_rows, fmt_bits, spark
 from .view import LOWER, TCP, VIEW_MAC, VIEW_SIZES, ViewState
 
 # Below this (or MIN_HEIGHT) the screen only says it is too small, as iptraf-ng refuses to
@@ -53,6 +54,7 @@ HELP_TEXT = (
     ("W or Tab", "switch the active window"),
     ("Left/Right", "lower window: scroll sideways"),
     ("M", "TCP columns: counts, source MAC (--mac), sizes"),
+    ("G", "lower window: its lines, or traffic over time"),
     ("S then P or B", "sort by packets or bytes (other key: cancel)"),
     ("F", "remove closed, reset and timed-out connections"),
     ("P", "pause the display (counting goes on)"),
@@ -79,6 +81,8 @@ class Snapshot:
     services: Callable[[int, str], str] | None = None  # port -> service name
     show_mac: bool = False  # the source-MAC option (lower-window lines show MACs)
     kbytes: bool = False  # activity mode kB/s
+    history: TrafficHistory | None = None  # bits/s over time, for the graph (G)
+    flow_rates: Sequence[float] = ()  # the highlighted direction's recent rates, bytes/s
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +354,8 @@ def rich_styles() -> dict:
             "box": Style(bold=True, color="white", bgcolor="blue"),
             "key": Style(bold=True),
             "warn": Style(bold=True, color="red"),
+            "chart": Style(color="cyan"),
+            "spark": Style(color="green"),
         }
     return _RICH_STYLES
 
@@ -505,6 +511,13 @@ def _lower_window(f: Frame, lay: Layout, st: ViewState, snap: Snapshot) -> None:
     bottom = top + lay.lower_rows + 1
     _border(f, top, True)
     _border(f, bottom, False)
+    if st.graph:
+        _graph(f, top + 1, lay.lower_rows, snap.history)
+        f.put(bottom, 1, " Traffic over time (G: lines) ", "label")
+        f.put(bottom, 33, f" Time: {fmt_elapsed(snap.elapsed)} ", "label")
+        if st.active == LOWER:
+            _active_tag(f, bottom)
+        return
     lines = snap.lines
     first, end = lower_range(st, len(lines), lay.lower_rows)
     names = snap.names
@@ -537,6 +550,36 @@ def _lower_window(f: Frame, lay: Layout, st: ViewState, snap: Snapshot) -> None:
         _active_tag(f, bottom)
 
 
+def _graph(f: Frame, y0: int, rows: int, hist: TrafficHistory | None) -> None:
+    """Bits/s of all interfaces as a chart, then a sparkline row per interface (the
+    busiest first, as many as fit), a column per second of packet time, newest right."""
+    inner = f.width - 2
+    for i in range(rows):
+        f.boxed(y0 + i, "")
+    if hist is None or not hist.total:
+        f.put(y0, 2, "waiting for the first seconds of traffic")
+        return
+    label_w = 24  # " eth0    123.4 Mbit/s "
+    cols = inner - label_w - 1
+    ifaces = sorted(hist.by_iface.items(), key=lambda kv: (-kv[1][-1], kv[0]))
+    n_if = min(len(ifaces), max(0, rows - 3)) if len(ifaces) > 1 else 0
+    chart_h = max(1, rows - n_if)
+    total = list(hist.total)[-cols:]
+    peak = max(total)
+    f.put(y0, 2, f"all {fmt_bits(total[-1]):>12}", "key")
+    f.put(y0 + 1, 2, f"peak {fmt_bits(peak):>11}")
+    if chart_h > 2:
+        f.put(y0 + 2, 2, f"{len(total)} s shown")
+    x = 1 + label_w + (cols - len(total))
+    for i, row in enumerate(chart_rows(total, chart_h, peak)):
+        f.put(y0 + i, x, row, "chart")
+    for j, (name, series) in enumerate(ifaces[:n_if]):
+        y = y0 + chart_h + j
+        values = list(series)[-cols:]
+        f.put(y, 2, f"{safe(name)[:9]:<9} {fmt_bits(values[-1]):>12}")
+        f.put(y, 1 + label_w + (cols - len(values)), spark(values, peak), "spark")
+
+
 def _summary(f: Frame, lay: Layout, s: Summary) -> None:
     cats = (("IP", s.ip), ("TCP", s.tcp), ("UDP", s.udp), ("ICMP", s.icmp),
             ("other", s.other_ip), ("non-IP", s.non_ip))
@@ -566,7 +609,12 @@ def _status(f: Frame, lay: Layout, snap: Snapshot) -> None:
         f.put(y, bar_x + 2, "No TCP entries")
     else:
         f.put(y, bar_x + 2, "TCP flow rate: ", "label")
-        f.put(y, bar_x + 17, fmt_rate(snap.rate, snap.kbytes).strip())
+        text = fmt_rate(snap.rate, snap.kbytes).strip()
+        f.put(y, bar_x + 17, text)
+        room = w - (bar_x + 18 + len(text)) - (23 if snap.summary.malformed and w >= 100
+                                                 else 1)
+        if snap.flow_rates and room >= 4:
+            f.put(y, bar_x + 18 + len(text), spark(list(snap.flow_rates)[-room:]), "spark")
     if snap.summary.malformed and w >= 100:
         f.put(y, w - 22, f"malformed: {fmt_num(snap.summary.malformed, 10)}")
 

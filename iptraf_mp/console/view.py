@@ -34,6 +34,7 @@ class ViewState:
     sort_pending: bool = False  # S was pressed: the next key picks P, B or cancels
     paused: bool = False
     help: bool = False
+    graph: bool = False  # the lower window shows traffic over time instead of its lines
     quit: bool = False
 
 
@@ -85,6 +86,9 @@ def handle_key(st: ViewState, key: str, tcp_rows: int, tcp_page: int, lower_line
         return None
     if k == "S":
         st.sort_pending = True
+        return None
+    if k == "G":
+        st.graph = not st.graph
         return None
     if k == "F":
         return Action("flush")

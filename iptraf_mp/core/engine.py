@@ -36,6 +36,9 @@ class Summary:
     malformed: int = 0
     untracked: int = 0  # new TCP connections not tracked: the table was full (floods)
     evicted_flows: int = 0  # non-TCP flows ended early: the flow table was full (--max-flows)
+    # every frame again, by interface (IP bytes, a non-IP frame's wire length): the console's
+    # rates over time. Not in the JSON summary, which is iptraf-ng's.
+    ifaces: dict[str, Counter] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         def c(x: Counter) -> dict[str, int]:
@@ -53,6 +56,12 @@ class Summary:
         self.evicted_flows += other.evicted_flows
         for name in ("ip", "tcp", "udp", "icmp", "other_ip", "non_ip"):
             mine, theirs = getattr(self, name), getattr(other, name)
+            mine.packets += theirs.packets
+            mine.bytes += theirs.bytes
+        for iface, theirs in other.ifaces.items():
+            mine = self.ifaces.get(iface)
+            if mine is None:
+                mine = self.ifaces[iface] = Counter()
             mine.packets += theirs.packets
             mine.bytes += theirs.bytes
 
@@ -148,6 +157,11 @@ class Engine:
             c = s.non_ip
         c.packets += 1
         c.bytes += n
+        ic = s.ifaces.get(iface)
+        if ic is None:
+            ic = s.ifaces[iface] = Counter()
+        ic.packets += 1
+        ic.bytes += n
         if kind != K_NON_IP:
             ip = s.ip
             ip.packets += 1

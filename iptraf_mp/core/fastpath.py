@@ -33,7 +33,7 @@ import cython
 
 from .batch_format import BATCH_HEADER_SIZE, MAGIC, RECORD_HEADER_SIZE, BatchError
 from .decode import decode
-from .engine import Engine
+from .engine import Counter, Engine
 from .frame import (
     be32,
     dst_endpoint,
@@ -124,6 +124,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
     frames: cython.Py_ssize_t = 0
     fast: cython.Py_ssize_t = 0
     nbytes: cython.longlong = 0
+    fast_name: str = ""  # the interface `fast` and `nbytes` count
     tlen: cython.int
     ts: cython.double
     # The packet clock in locals, written back before anything else may read it; the newest
@@ -138,7 +139,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
         ifc = get_iface(ifindex)
         if ifc is None:
             if fast:
-                _count(engine, fast, nbytes)
+                _count(engine, fast, nbytes, fast_name)
                 fast = nbytes = 0
             if now != now0:
                 _set_now(engine, now)
@@ -162,6 +163,11 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
             if tlen >= 0:
                 if ts > now:
                     now = ts
+                if name is not fast_name:  # the counts so far are another interface's
+                    if fast:
+                        _count(engine, fast, nbytes, fast_name)
+                        fast = nbytes = 0
+                    fast_name = name
                 fast += 1
                 nbytes += tlen
                 continue
@@ -174,7 +180,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
     if now != now0:
         _set_now(engine, now)
     if fast:
-        _count(engine, fast, nbytes)
+        _count(engine, fast, nbytes, fast_name)
     return frames
 
 
@@ -243,7 +249,7 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
     if now != now0:
         _set_now(engine, now)
     if fast:
-        _count(engine, fast, nbytes)
+        _count(engine, fast, nbytes, name)
     return pos, n
 
 
@@ -312,6 +318,7 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
     frames: cython.Py_ssize_t = 0
     fast: cython.Py_ssize_t = 0
     nbytes: cython.longlong = 0
+    fast_name: str = ""  # the interface `fast` and `nbytes` count
     tlen: cython.int
     ts: cython.double
     now: cython.double
@@ -329,7 +336,7 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
         ifc = get_iface(ifindex)
         if ifc is None:
             if fast:
-                _count(engine, fast, nbytes)
+                _count(engine, fast, nbytes, fast_name)
                 fast = nbytes = 0
             if now != now0:
                 _set_now(engine, now)
@@ -351,6 +358,11 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
             if tlen >= 0:
                 if ts > now:
                     now = ts
+                if name is not fast_name:  # the counts so far are another interface's
+                    if fast:
+                        _count(engine, fast, nbytes, fast_name)
+                        fast = nbytes = 0
+                    fast_name = name
                 fast += 1
                 nbytes += tlen
                 continue
@@ -363,7 +375,7 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
     if now != now0:
         _set_now(engine, now)
     if fast:
-        _count(engine, fast, nbytes)
+        _count(engine, fast, nbytes, fast_name)
     return frames
 
 
@@ -382,9 +394,15 @@ def _set_now(engine: Engine, now: float) -> None:
         engine.clock.now = now
 
 
-def _count(engine: Engine, packets: int, nbytes: int) -> None:
-    """The summary lines of frames the fast path took: TCP, and so IP (rule 14)."""
+def _count(engine: Engine, packets: int, nbytes: int, iface: str) -> None:
+    """The summary lines of frames the fast path took on `iface`: TCP, and so IP (rule 14),
+    and the interface's."""
     s = engine.summary
+    c = s.ifaces.get(iface)
+    if c is None:
+        c = s.ifaces[iface] = Counter()
+    c.packets += packets
+    c.bytes += nbytes
     s.frames += packets
     s.tcp.packets += packets
     s.tcp.bytes += nbytes

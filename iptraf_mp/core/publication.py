@@ -41,9 +41,11 @@ FlowWire: TypeAlias = tuple[str, int, int, bytes, bytes, int, int, int, int, flo
                             bool, float, float]
 FlowKey: TypeAlias = tuple[str, int, int, bytes, bytes, int, int]
 CounterWire: TypeAlias = tuple[int, int]  # packets, bytes
-# frames, malformed, untracked, evicted_flows, then ip, tcp, udp, icmp, other_ip, non_ip
+# frames, malformed, untracked, evicted_flows, then ip, tcp, udp, icmp, other_ip, non_ip,
+# then (interface, packets, bytes) of each interface
 SummaryWire: TypeAlias = tuple[int, int, int, int, CounterWire, CounterWire, CounterWire,
-                               CounterWire, CounterWire, CounterWire]
+                               CounterWire, CounterWire, CounterWire,
+                               tuple[tuple[str, int, int], ...]]
 LineWire: TypeAlias = tuple[float, str, Decoded, int]  # ts, iface, decoded, frame number
 HalfOpenWire: TypeAlias = tuple[str, bytes, int]  # iface, destination, lone SYNs
 
@@ -86,15 +88,17 @@ def summary_tuple(s: Summary) -> SummaryWire:
     return (s.frames, s.malformed, s.untracked, s.evicted_flows,
             (s.ip.packets, s.ip.bytes), (s.tcp.packets, s.tcp.bytes),
             (s.udp.packets, s.udp.bytes), (s.icmp.packets, s.icmp.bytes),
-            (s.other_ip.packets, s.other_ip.bytes), (s.non_ip.packets, s.non_ip.bytes))
+            (s.other_ip.packets, s.other_ip.bytes), (s.non_ip.packets, s.non_ip.bytes),
+            tuple((name, c.packets, c.bytes) for name, c in s.ifaces.items()))
 
 
 def summary_from_tuple(t: SummaryWire) -> Summary:
-    frames, malformed, untracked, evicted_flows, ip, tcp, udp, icmp, other_ip, non_ip = t
+    frames, malformed, untracked, evicted_flows, ip, tcp, udp, icmp, other_ip, non_ip, by = t
     return Summary(frames=frames, malformed=malformed, untracked=untracked,
                    evicted_flows=evicted_flows, ip=Counter(*ip), tcp=Counter(*tcp),
                    udp=Counter(*udp), icmp=Counter(*icmp), other_ip=Counter(*other_ip),
-                   non_ip=Counter(*non_ip))
+                   non_ip=Counter(*non_ip),
+                   ifaces={name: Counter(p, b) for name, p, b in by})
 
 
 @dataclass(slots=True)
