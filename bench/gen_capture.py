@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import random
 import struct
+import sys
+from pathlib import Path
 
-ETH = struct.Struct("!6s6sH")
-IP = struct.Struct("!BBHHHBBH4s4s")
-TCP = struct.Struct("!HHIIBBHHH")
-UDP = struct.Struct("!HHHH")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# the headers as the tests build them (declared once, there)
+from tests.helpers.packets import ETH, MAC_A, MAC_B, TCP, UDP  # noqa: E402
+from tests.helpers.packets import IPV4 as IP  # noqa: E402
+
 REC = struct.Struct("<IIII")
-MAC_A = bytes.fromhex("020000000001")
-MAC_B = bytes.fromhex("020000000002")
 
 
 def frame(src: bytes, dst: bytes, sport: int, dport: int, flags: int, seq: int, ack: int,

@@ -136,6 +136,23 @@ class Producer:
             self.seen_gen[0] = flush
             self.broadcast(CTL_FLUSH, 0.0)
 
+    def place(self, frame_id: int, record_no: int, ts: float, wirelen: int, ifindex: int,
+              linktype: int, data: bytes, wait: bool) -> bool:
+        """A frame the capture loop hands over whole: to the shard the picker chooses (and
+        to the recording, numbered `record_no`); True if it filled that shard's batch,
+        which went out."""
+        s = self.picker.pick(linktype, data, wirelen, ifindex) if self.cfg.nshards > 1 else 0
+        if s < 0:
+            s = self.tell_others(-1 - s, ts)
+        if self.rec_builder is not None:
+            self.record_frame(record_no, ts, wirelen, ifindex, data, wait=wait)
+        b = self.builders[s]
+        if b.append(frame_id, ts, wirelen, ifindex, carried(linktype, data, wirelen)) \
+                >= BATCH_PACKETS or b.nbytes >= BATCH_BYTES:
+            self.send(s, wait=wait)
+            return True
+        return False
+
     def send(self, s: int, wait: bool) -> None:
         b = self.builders[s]
         if not len(b):
@@ -196,8 +213,6 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
     from iptraf_mp.capture.capfile import CaptureFileError, capture_of
 
     prod = Producer(cfg, rings, stats, flush_gen, record)
-    builders = prod.builders
-    pick = prod.picker.pick
     advance = prod.clock.advance
     nshards = cfg.nshards
     rec = prod.rec_builder
@@ -260,16 +275,7 @@ def run_file_reader(cfg: ProducerConfig, source: str | CaptureReader, rings: lis
             # connections out (and the screen show it) before the packet is due
             if advance(ts):
                 prod.broadcast(CTL_TICK, ts)
-            lt = ifaces[ifidx].linktype
-            s = pick(lt, data, wirelen, ifidx) if nshards > 1 else 0
-            if s < 0:
-                s = prod.tell_others(-1 - s, ts)
-            b = builders[s]
-            if rec is not None:
-                prod.record_frame(n, ts, wirelen, ifidx, data, wait=True)
-            if b.append(n, ts, wirelen, ifidx, carried(lt, data, wirelen)) >= BATCH_PACKETS \
-                    or b.nbytes >= BATCH_BYTES:
-                prod.send(s, wait=True)
+            if prod.place(n, n, ts, wirelen, ifidx, ifaces[ifidx].linktype, data, wait=True):
                 stats[ST_FRAMES] = n
                 stats[ST_BYTES] = nbytes
                 if n - since_epoch >= EPOCH_FRAMES \
@@ -358,7 +364,6 @@ def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush
     name = cfg.iface_names[0]
     linktype = handle.datalink()
     prod.announce(ifindex, linktype, name)
-    pick = prod.picker.pick
     advance = prod.clock.advance
     builders = prod.builders
     rec = prod.rec_builder
@@ -398,18 +403,9 @@ def run_live_reader(cfg: ProducerConfig, handle, rings: list[Ring], stats, flush
                     elif ev == EV_FULL:
                         prod.send(st.shard, wait=False)
                     else:  # EV_SLOW
-                        ts, data, m = st.ts, st.data, st.frame_no
-                        wirelen = len(data)
-                        s = pick(linktype, data, wirelen, ifindex) if nshards > 1 else 0
-                        if s < 0:
-                            s = prod.tell_others(-1 - s, ts)
-                        b = builders[s]
-                        if rec is not None:
-                            prod.record_frame(m, ts, wirelen, ifindex, data, wait=False)
-                        if b.append((m << id_shift) | id_index, ts, wirelen, ifindex,
-                                    carried(linktype, data, wirelen)) >= BATCH_PACKETS \
-                                or b.nbytes >= BATCH_BYTES:
-                            prod.send(s, wait=False)
+                        m = st.frame_no
+                        prod.place((m << id_shift) | id_index, m, st.ts, len(st.data),
+                                   ifindex, linktype, st.data, wait=False)
                 n, nbytes = st.frame_no, st.nbytes
             else:
                 # a quiet wire still has a clock: timeouts must fire without packets

@@ -35,7 +35,6 @@ from .batch_format import BATCH_HEADER_SIZE, MAGIC, RECORD_HEADER_SIZE, BatchErr
 from .decode import decode
 from .engine import Counter, Engine
 from .frame import (
-    be32,
     dst_endpoint,
     fast_key,
     le32,
@@ -44,6 +43,7 @@ from .frame import (
     src_endpoint,
     tcp_flags,
     tcp_window,
+    u32,
 )
 from .model import Packet
 from .tcptable import Entry, Pair
@@ -216,12 +216,8 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
     tick_time: cython.double = tcp.clock
     now0: cython.double = now
     while n < limit and pos + 16 <= end:
-        if big_endian:
-            sec, frac = be32(p, pos), be32(p, pos + 4)
-            caplen, wirelen = be32(p, pos + 8), be32(p, pos + 12)
-        else:
-            sec, frac = le32(p, pos), le32(p, pos + 4)
-            caplen, wirelen = le32(p, pos + 8), le32(p, pos + 12)
+        sec, frac = u32(p, pos, big_endian), u32(p, pos + 4, big_endian)
+        caplen, wirelen = u32(p, pos + 8, big_endian), u32(p, pos + 12, big_endian)
         start = pos + 16
         if start + caplen > end:
             break

@@ -3,6 +3,7 @@ cpdef unsigned long long fast_key(unsigned long long lo, unsigned long long hi, 
 cpdef unsigned int be16(unsigned char *p, Py_ssize_t off)
 cpdef unsigned long long be32(unsigned char *p, Py_ssize_t off)
 cpdef unsigned long long le32(unsigned char *p, Py_ssize_t off)
+cpdef unsigned long long u32(unsigned char *p, Py_ssize_t off, bint big_endian)
 cpdef int plain_tcp_len(unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
                         Py_ssize_t wirelen)
 cpdef bint same_mac(unsigned char *p, Py_ssize_t off, object mac)

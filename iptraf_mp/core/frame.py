@@ -75,6 +75,12 @@ def le32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
 
 
 @cython.ccall
+def u32(p: cython.p_uchar, off: cython.Py_ssize_t, big_endian: cython.bint) -> cython.ulonglong:
+    """A u32 in its file's byte order (the fields of a pcap record header)."""
+    return be32(p, off) if big_endian else le32(p, off)
+
+
+@cython.ccall
 def plain_tcp_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
                   wirelen: cython.Py_ssize_t) -> cython.int:
     """The IPv4 total length of a plain frame (at `off` in `p`, of `caplen` captured bytes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cython
 
 from .batch_format import BatchBuilder
-from .frame import be32, carried_len, le32, plain_shard
+from .frame import carried_len, plain_shard, u32
 
 EV_END = 0  # no whole record left in the buffer: refill, then call again
 EV_TICK = 1  # the packet clock ticks at the record at `pos`: broadcast a tick at `ts`
@@ -76,12 +76,8 @@ def split_pcap(st: SplitState, buf: bytes, big_endian: cython.bint, units: cytho
     b: BatchBuilder
     event: cython.int = EV_END
     while pos + 16 <= end:
-        if big_endian:
-            sec, frac = be32(p, pos), be32(p, pos + 4)
-            caplen, wirelen = be32(p, pos + 8), be32(p, pos + 12)
-        else:
-            sec, frac = le32(p, pos), le32(p, pos + 4)
-            caplen, wirelen = le32(p, pos + 8), le32(p, pos + 12)
+        sec, frac = u32(p, pos, big_endian), u32(p, pos + 4, big_endian)
+        caplen, wirelen = u32(p, pos + 8, big_endian), u32(p, pos + 12, big_endian)
         start = pos + 16
         if start + caplen > end:
             break

@@ -211,13 +211,12 @@ class IpfixEncoder:
         templates requested, a templates-only message is returned.
         """
         v4, v6 = self._pack_all(records)
-        n4, n6 = len(v4), len(v6)
-        i4 = i6 = 0
-        size4, size6 = _REC_V4.size, _REC_V6.size
+        # (template, its packed records, record size, how many are out), IPv4 first
+        sets = [[TEMPLATE_ID_V4, v4, _REC_V4.size, 0], [TEMPLATE_ID_V6, v6, _REC_V6.size, 0]]
         set_hdr = _SET_HEADER.size
         export_time &= _U32
         messages: list[bytes] = []
-        while i4 < n4 or i6 < n6 or (with_templates and not messages):
+        while any(s[3] < len(s[1]) for s in sets) or (with_templates and not messages):
             parts: list[bytes] = [b""]  # header goes here once the length is known
             room = self.mtu - _HEADER.size
             since = self._messages_since_templates
@@ -227,20 +226,17 @@ class IpfixEncoder:
                 room -= len(_TEMPLATE_SET)
                 self._messages_since_templates = 0
             count = 0
-            if i4 < n4 and room >= set_hdr + size4:
-                k = min(n4 - i4, (room - set_hdr) // size4)
-                parts.append(_SET_HEADER.pack(TEMPLATE_ID_V4, set_hdr + k * size4))
-                parts.extend(v4[i4 : i4 + k])
-                room -= set_hdr + k * size4
-                i4 += k
-                count += k
-            if i4 >= n4 and i6 < n6 and room >= set_hdr + size6:
-                k = min(n6 - i6, (room - set_hdr) // size6)
-                parts.append(_SET_HEADER.pack(TEMPLATE_ID_V6, set_hdr + k * size6))
-                parts.extend(v6[i6 : i6 + k])
-                room -= set_hdr + k * size6
-                i6 += k
-                count += k
+            for s in sets:
+                tid, recs, size, done = s
+                if done < len(recs) and room >= set_hdr + size:
+                    k = min(len(recs) - done, (room - set_hdr) // size)
+                    parts.append(_SET_HEADER.pack(tid, set_hdr + k * size))
+                    parts.extend(recs[done : done + k])
+                    room -= set_hdr + k * size
+                    count += k
+                    s[3] = done = done + k
+                if done < len(recs):
+                    break  # the next set's records wait until these are all out
             parts[0] = _HEADER.pack(
                 IPFIX_VERSION, self.mtu - room, export_time, self.sequence, self.odid
             )
