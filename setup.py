@@ -15,8 +15,8 @@ CORE = HERE / "iptraf_mp" / "core"
 # The hot path, compiled. Not compiled: decode_dpkt (the dpkt twin, off the hot path) and
 # the modules that run once a refresh (merge, lines, text, rate): interpreted they cost
 # nothing measurable, and keeping them so keeps them easy to debug.
-COMPILED = ["model", "frame", "batch_format", "decode", "engine", "tcptable", "othertable",
-            "fastpath", "split", "publication"]
+COMPILED = ["model", "frame", "fastindex", "batch_format", "decode", "engine", "tcptable",
+            "othertable", "fastpath", "split", "publication", "jsonline"]
 DIGESTS = CORE / "_digests.py"  # what each compiled module was built from (core/__init__.py)
 
 

@@ -34,6 +34,7 @@ import cython
 from .batch_format import BATCH_HEADER_SIZE, MAGIC, RECORD_HEADER_SIZE, BatchError
 from .decode import decode
 from .engine import Counter, Engine
+from .fastindex import FastIndex
 from .frame import (
     dst_endpoint,
     fast_key,
@@ -56,9 +57,9 @@ _RECORD_HDR = cython.declare(cython.Py_ssize_t, RECORD_HEADER_SIZE)
 
 
 @cython.ccall
-def fast_tcp(index: dict, p: cython.p_uchar, off: cython.Py_ssize_t,
+def fast_tcp(index: FastIndex, p: cython.p_uchar, off: cython.Py_ssize_t,
              caplen: cython.Py_ssize_t, wirelen: cython.Py_ssize_t, ts: cython.double,
-             iface_no: cython.int, tick_time: cython.double, dirty: set | None) -> cython.int:
+             iface_no: cython.int, tick_time: cython.double, dirty: list | None) -> cython.int:
     """Account the Ethernet frame at `off` in `p` if it is a plain TCP packet of an open
     pair in `index` that changes no state (see the module docstring); returns its IP length,
     or -1 when the general path must take it (nothing has changed then)."""
@@ -72,7 +73,7 @@ def fast_tcp(index: dict, p: cython.p_uchar, off: cython.Py_ssize_t,
     found = index.get(fast_key(lo, hi, iface_no))
     if found is None:
         return -1
-    pair: Pair = found
+    pair: Pair = cython.cast(Pair, found)
     # The same connection (the key is a hash); open, already reordered in its idle list
     # this second, and not stamped before the last tick (then its activity time is the
     # tick's). (A half-open pair needs no test: its answering side has no packets yet.)
@@ -97,8 +98,9 @@ def fast_tcp(index: dict, p: cython.p_uchar, off: cython.Py_ssize_t,
     e.flags_seen |= flags
     e.last_seen = ts
     pair.last_seen = ts
-    if dirty is not None:
-        dirty.add(pair.id)
+    if dirty is not None and not pair.marked:
+        pair.marked = True
+        dirty.append(pair)
     return tlen
 
 
@@ -113,7 +115,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
     late); with no `other` it is an error of the caller's.
     """
     tcp = engine.tcp
-    index: dict = tcp.fast
+    index: FastIndex = tcp.fast
     dirty = tcp.dirty
     feed = engine.feed
     get_iface = ifaces.get
@@ -192,7 +194,7 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
     how many were fed. Each frame is read where it lies: only a frame the general path
     takes is copied out of `buf`. `units` is the timestamp fraction's per second."""
     tcp = engine.tcp
-    index: dict = tcp.fast
+    index: FastIndex = tcp.fast
     dirty = tcp.dirty
     feed = engine.feed
     iface_nos = tcp.iface_nos
@@ -297,7 +299,7 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
     (`check_batch`): a malformed batch raises BatchError and feeds nothing."""
     count: cython.Py_ssize_t = check_batch(buf)
     tcp = engine.tcp
-    index: dict = tcp.fast
+    index: FastIndex = tcp.fast
     dirty = tcp.dirty
     feed = engine.feed
     get_iface = ifaces.get

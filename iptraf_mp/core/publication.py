@@ -144,8 +144,9 @@ def make_publication(engine: Engine, index: int, seq: int, decoded: int,
     # state (timed out, say) goes out now all the same, as --shards 0's merger, which holds
     # the engine's own objects, shows it at once.
     unsealed = {p.id: p for p in tcp.retired} if tcp.retired else {}
-    live = [pairs[pid] if pid in pairs else unsealed[pid] for pid in dirty
-            if pid in pairs or pid in unsealed]
+    live = [p for p in dirty if p.id in pairs or p.id in unsealed]
+    for p in dirty:
+        p.marked = False
     dirty.clear()
     changed: list[PairWire] | list[Pair]
     sealed: list[tuple[int, list[PairWire]]] | list[tuple[int, list[Pair]]]
@@ -178,6 +179,6 @@ def make_publication(engine: Engine, index: int, seq: int, decoded: int,
 
 def track_changes(engine: Engine, keep_lines: bool) -> None:
     """Make `engine` remember what changed, for make_publication."""
-    engine.tcp.dirty = set()
+    engine.tcp.dirty = []
     engine.other.dirty = set()
     engine.other.keep_new = keep_lines

@@ -2,6 +2,9 @@
 # counters and times as C fields, so the fast path updates a connection without making a
 # Python object. Interpreted, tcptable.py's dataclasses are the same records.
 
+from iptraf_mp.core.fastindex cimport FastIndex
+
+
 cdef class Entry:
     cdef public bytes src
     cdef public int sport
@@ -42,6 +45,7 @@ cdef class Pair:
     cdef public unsigned long long a_ep
     cdef public int iface_no
     cdef public object fkey
+    cdef public bint marked
 
 
 cdef class TcpTable:
@@ -65,7 +69,10 @@ cdef class TcpTable:
     cdef public long long untracked
     cdef public long long evicted
     cdef public dict halfopen
-    cdef public object dirty
+    cdef public list dirty
     cdef public double clock
-    cdef public dict fast
+    cdef public FastIndex fast
     cdef public dict iface_nos
+
+
+cpdef str entry_state(Pair pair, Entry e)

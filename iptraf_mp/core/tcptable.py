@@ -27,6 +27,7 @@ from typing import TypeAlias
 
 import cython
 
+from .fastindex import FastIndex
 from .frame import endpoint, fast_key
 from .model import (
     FRAG_FIRST,
@@ -105,6 +106,9 @@ class Pair:
     a_ep: int = 0
     iface_no: int = -1
     fkey: int | None = None
+    # in the table's `dirty` list (a flag instead of a set of ids: one store per packet
+    # instead of an int object, its hash and a set insertion)
+    marked: bool = False
 
 
 def _age_sec(ts: float, clock: float) -> int:
@@ -123,6 +127,7 @@ def conn_key(iface: str, src: bytes, sport: int, dst: bytes, dport: int) -> Conn
     return (iface, dst, dport, src, sport)
 
 
+@cython.ccall
 def entry_state(pair: Pair, e: Entry) -> str:
     """The state word of rule 5, or ACTIVE when the flags are shown."""
     if e.reset:
@@ -248,14 +253,14 @@ class TcpTable:
     evicted: int = 0
     # IPTraf's SYN-flood sign: pairs still at a lone SYN (S---, no answer), per destination.
     halfopen: dict[tuple[str, bytes], int] = cython.dataclasses.field(default_factory=dict)
-    dirty: set[int] | None = None  # ids of pairs changed since the last publication, if wanted
+    dirty: list[Pair] | None = None  # pairs changed since the last publication, if wanted
     # Packet time of the newest tick: every engine of a run (shards included) sees the same
     # ticks, but not the same packets, so activity is measured against this, never against
     # an engine's own newest packet.
     clock: float = float("-inf")
     # The fast path's index of IPv4 pairs: frame.fast_key -> the pair in `live` (a pair whose
     # key collides with another's is left out, and found the general way)
-    fast: dict[int, Pair] = cython.dataclasses.field(default_factory=dict)
+    fast: FastIndex = cython.dataclasses.field(default_factory=FastIndex)
     # interface name -> its number
     iface_nos: dict[str, int] = cython.dataclasses.field(default_factory=dict)
 
@@ -320,8 +325,9 @@ class TcpTable:
         e.flags_seen |= flags
         e.last_seen = ts
         pair.last_seen = act
-        if self.dirty is not None:
-            self.dirty.add(pair.id)
+        if self.dirty is not None and not pair.marked:
+            pair.marked = True
+            self.dirty.append(pair)
         if frag == FRAG_FIRST:
             self._first_fragment(ts, d, pair, e)
         sec = int(act)
@@ -407,8 +413,9 @@ class TcpTable:
         pair.end = end
         pair.ended = True
         pair.closed = True
-        if self.dirty is not None:
-            self.dirty.add(pair.id)
+        if self.dirty is not None and not pair.marked:
+            pair.marked = True
+            self.dirty.append(pair)
         self.ended_lru[pair.id] = pair
         if self.display is not None:
             self.display.mark_closed(pair)
@@ -425,7 +432,7 @@ class TcpTable:
         if self.live.get(key) is pair:
             del self.live[key]
         if pair.fkey is not None:
-            del self.fast[pair.fkey]
+            self.fast.remove(pair.fkey)
             pair.fkey = None
         for lru in (self.open_lru, self.ended_lru, self.stale_lru, self.stale_seen_lru):
             lru.pop(pair.id, None)
@@ -447,8 +454,7 @@ class TcpTable:
         pair.lo_ep, pair.hi_ep = (ea, eb) if ea <= eb else (eb, ea)
         pair.iface_no = self.iface_no(pair.iface)
         fk = fast_key(pair.lo_ep, pair.hi_ep, pair.iface_no)
-        if fk not in self.fast:
-            self.fast[fk] = pair
+        if self.fast.put(fk, pair):
             pair.fkey = fk
 
     def _answered(self, pair: Pair) -> None:
@@ -508,8 +514,9 @@ class TcpTable:
         e.packets += 1
         e.bytes += d.iplen
         e.last_seen = ts
-        if self.dirty is not None:
-            self.dirty.add(pair.id)
+        if self.dirty is not None and not pair.marked:
+            pair.marked = True
+            self.dirty.append(pair)
         return True
 
     def note_fragment(self, fk: FragKey, iplen: int, ts: float) -> None:
@@ -561,8 +568,9 @@ class TcpTable:
             pair.timed_out = True
             pair.closed = True
             pair.end = END_TIMEOUT
-            if self.dirty is not None:
-                self.dirty.add(pair.id)
+            if self.dirty is not None and not pair.marked:
+                pair.marked = True
+                self.dirty.append(pair)
             self.stale_lru[pair.id] = pair
             if self.display is not None:
                 self.display.mark_closed(pair)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import IO
 
+from iptraf_mp.core.jsonline import entry_line
 from iptraf_mp.core.model import fmt_addr, fmt_flags, fmt_mac
 from iptraf_mp.core.tcptable import Entry, Pair, entry_state
 
@@ -23,29 +24,6 @@ def entry_record(pair: Pair, e: Entry) -> dict:
         "last_size": e.last_size, "window": e.window, "mac": fmt_mac(e.smac),
         "end": pair.end,
     }
-
-
-_STATE_FLAGS = tuple(fmt_flags(i) for i in range(256))
-
-
-def entry_line(pair: Pair, e: Entry, iface_json: str) -> str:
-    """`entry_record` encoded, byte for byte as the JSON encoder writes it, without building
-    the dict: a run writes two of these per connection, and the encoder took ~14 us each.
-    Every text field but the interface name is ASCII the code made (addresses by inet_ntop,
-    MACs in hex, flags, state and end from fixed words); `iface_json` is the name already
-    JSON-encoded (it comes from a capture file: hostile)."""
-    if e.packets:
-        first, last = repr(round(e.first_seen, 6)), repr(round(e.last_seen, 6))
-    else:
-        first = last = "null"
-    mac = "null" if e.smac is None else f'"{e.smac.hex(":")}"'
-    return (f'{{"type":"tcp","pair":{pair.id},"iface":{iface_json},'
-            f'"src":"{fmt_addr(e.src)}","sport":{e.sport},"dst":"{fmt_addr(e.dst)}",'
-            f'"dport":{e.dport},"packets":{e.packets},"bytes":{e.bytes},'
-            f'"flags":"{_STATE_FLAGS[e.flags & 0xFF]}","state":"{entry_state(pair, e)}",'
-            f'"partial":{"true" if pair.partial else "false"},"first_seen":{first},'
-            f'"last_seen":{last},"last_size":{e.last_size},"window":{e.window},'
-            f'"mac":{mac},"end":"{pair.end}"}}\n')
 
 
 class JsonWriter:

@@ -1,0 +1,3 @@
+# The JSON record's C-level calls (Cython reads this beside jsonline.py).
+from iptraf_mp.core.tcptable cimport Entry, Pair, entry_state
+cpdef str fmt_time(double x)
