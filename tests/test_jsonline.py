@@ -20,3 +20,19 @@ def test_times_are_repr_of_round_6() -> None:
         values.append(rng.random() * 2**33)
     for v in values:
         assert fmt_time(v) == repr(round(v, 6)), v
+
+
+def test_addresses_are_inet_ntop_s() -> None:
+    import socket
+
+    from iptraf_mp.core.model import fmt_addr
+
+    rng = random.Random(3)
+    for _ in range(50_000):
+        v4 = bytes(rng.randrange(256) for _ in range(4))
+        assert fmt_addr(v4) == socket.inet_ntop(socket.AF_INET, v4)
+    for v4 in (b"\0\0\0\0", b"\xff\xff\xff\xff", b"\x0a\x00\x00\x01"):
+        assert fmt_addr(v4) == socket.inet_ntop(socket.AF_INET, v4)
+    v6 = bytes(range(16))
+    assert fmt_addr(v6) == socket.inet_ntop(socket.AF_INET6, v6)
+    assert fmt_addr(b"\x01\x02") == "0102"
