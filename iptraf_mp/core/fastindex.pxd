@@ -6,6 +6,7 @@ cdef class FastIndex:
     cdef Py_ssize_t mask
     cdef public Py_ssize_t count
     cdef Py_ssize_t gone
+    cdef inline Py_ssize_t _find(self, unsigned long long key)
     cpdef object get(self, unsigned long long key)
     cpdef bint put(self, unsigned long long key, object obj)
     cpdef bint remove(self, unsigned long long key)

@@ -41,18 +41,25 @@ class FastIndex:
     def __len__(self) -> int:
         return self.count
 
-    @cython.ccall
-    def get(self, key: cython.ulonglong) -> object:
-        """The object under `key`, or None."""
+    @cython.cfunc
+    @cython.inline
+    def _find(self, key: cython.ulonglong) -> cython.Py_ssize_t:
+        """The slot that holds `key`, or -1."""
         i: cython.Py_ssize_t = key & self.mask
         st: cython.uchar
         while True:
             st = self.state[i]
             if st == _EMPTY:
-                return None
+                return -1
             if st == _FULL and self.keys[i] == key:
-                return self.objs[i]
+                return i
             i = (i + 1) & self.mask
+
+    @cython.ccall
+    def get(self, key: cython.ulonglong) -> object:
+        """The object under `key`, or None."""
+        i: cython.Py_ssize_t = self._find(key)
+        return None if i < 0 else self.objs[i]
 
     @cython.ccall
     def put(self, key: cython.ulonglong, obj: object) -> cython.bint:
@@ -84,19 +91,14 @@ class FastIndex:
     @cython.ccall
     def remove(self, key: cython.ulonglong) -> cython.bint:
         """Take `key` out; False if it was not there."""
-        i: cython.Py_ssize_t = key & self.mask
-        st: cython.uchar
-        while True:
-            st = self.state[i]
-            if st == _EMPTY:
-                return False
-            if st == _FULL and self.keys[i] == key:
-                self.state[i] = _GONE
-                self.objs[i] = None
-                self.count -= 1
-                self.gone += 1
-                return True
-            i = (i + 1) & self.mask
+        i: cython.Py_ssize_t = self._find(key)
+        if i < 0:
+            return False
+        self.state[i] = _GONE
+        self.objs[i] = None
+        self.count -= 1
+        self.gone += 1
+        return True
 
     def _grow(self) -> None:
         keys, state, objs = self.keys, self.state, self.objs
