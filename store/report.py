@@ -35,35 +35,25 @@ from .schema import default_db_path
 PROG = "iptraf-mp report"
 DIMENSIONS = ("host", "port", "proto", "iface", "conn", "time")
 
-# Every direction of every connection and flow, one row per sample: the one place that says
-# what a report sums. TCP: the a direction (the side that sent first) and the b direction;
-# the service port is the b side's (the answering side), a UDP flow's the lower of its two
-# ports. Other flows keep their kind as the protocol's name.
+# Every direction of every connection and flow, one row per sample: the schema's own
+# per-direction views (tcp_traffic, other_traffic), as a report sums them. TCP: the service
+# port is the b side's (the side that answered), a UDP flow's the lower of its two ports;
+# other flows keep their kind as the protocol's name.
 _TRAFFIC = """
 WITH t AS (
-  SELECT s.session_id, s.ts, c.iface, 'tcp' AS proto, c.a_addr AS src, c.b_addr AS dst,
-         c.b_port AS port, s.a_packets AS packets, s.a_bytes AS bytes,
-         'tcp ' || s.session_id || ' ' || s.pair_id AS conn,
-         c.a_addr || ':' || c.a_port || ' <-> ' || c.b_addr || ':' || c.b_port AS label
-    FROM flow_samples s JOIN tcp_connections c
-      ON c.session_id = s.session_id AND c.pair_id = s.pair_id
-   WHERE (s.a_packets != 0 OR s.a_bytes != 0) AND {where}
+  SELECT session_id, ts, iface, 'tcp' AS proto, src, dst,
+         CASE direction WHEN 'a' THEN dport ELSE sport END AS port, packets, bytes,
+         'tcp ' || session_id || ' ' || pair_id AS conn,
+         CASE direction WHEN 'a' THEN src || ':' || sport || ' <-> ' || dst || ':' || dport
+              ELSE dst || ':' || dport || ' <-> ' || src || ':' || sport END AS label
+    FROM tcp_traffic WHERE {where}
   UNION ALL
-  SELECT s.session_id, s.ts, c.iface, 'tcp', c.b_addr, c.a_addr, c.b_port,
-         s.b_packets, s.b_bytes, 'tcp ' || s.session_id || ' ' || s.pair_id,
-         c.a_addr || ':' || c.a_port || ' <-> ' || c.b_addr || ':' || c.b_port
-    FROM flow_samples s JOIN tcp_connections c
-      ON c.session_id = s.session_id AND c.pair_id = s.pair_id
-   WHERE (s.b_packets != 0 OR s.b_bytes != 0) AND {where}
-  UNION ALL
-  SELECT s.session_id, s.ts, f.iface, f.kind, f.src, f.dst,
-         CASE WHEN f.kind = 'udp' THEN min(f.sport, f.dport) END,
-         s.packets, s.bytes, f.kind || ' ' || s.session_id || ' ' || s.flow_id,
-         CASE WHEN f.sport IS NULL THEN f.src || ' -> ' || f.dst
-              ELSE f.src || ':' || f.sport || ' -> ' || f.dst || ':' || f.dport END
-    FROM other_samples s JOIN other_flows f
-      ON f.session_id = s.session_id AND f.flow_id = s.flow_id
-   WHERE {where}
+  SELECT session_id, ts, iface, kind, src, dst,
+         CASE WHEN kind = 'udp' THEN min(sport, dport) END,
+         packets, bytes, kind || ' ' || session_id || ' ' || flow_id,
+         CASE WHEN sport IS NULL THEN src || ' -> ' || dst
+              ELSE src || ':' || sport || ' -> ' || dst || ':' || dport END
+    FROM other_traffic WHERE {where}
 )
 """
 
@@ -116,11 +106,11 @@ class Scope:
     def where(self) -> str:
         terms = ["1"]
         if self.since is not None:
-            terms.append("s.ts >= :since")
+            terms.append("ts >= :since")
         if self.until is not None:
-            terms.append("s.ts < :until")
+            terms.append("ts < :until")
         if self.session is not None:
-            terms.append("s.session_id = :session")
+            terms.append("session_id = :session")
         return " AND ".join(terms)
 
     def params(self) -> dict[str, float | int]:
