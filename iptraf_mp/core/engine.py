@@ -49,6 +49,13 @@ class Summary:
                 "non_ip": c(self.non_ip), "malformed": self.malformed,
                 "untracked": self.untracked, "evicted_flows": self.evicted_flows}
 
+    def count_iface(self, iface: str, packets: int, nbytes: int) -> None:
+        c = self.ifaces.get(iface)
+        if c is None:
+            c = self.ifaces[iface] = Counter()
+        c.packets += packets
+        c.bytes += nbytes
+
     def merge(self, other: Summary) -> None:
         self.frames += other.frames
         self.malformed += other.malformed
@@ -59,11 +66,7 @@ class Summary:
             mine.packets += theirs.packets
             mine.bytes += theirs.bytes
         for iface, theirs in other.ifaces.items():
-            mine = self.ifaces.get(iface)
-            if mine is None:
-                mine = self.ifaces[iface] = Counter()
-            mine.packets += theirs.packets
-            mine.bytes += theirs.bytes
+            self.count_iface(iface, theirs.packets, theirs.bytes)
 
 
 @dataclass(slots=True)
@@ -157,7 +160,7 @@ class Engine:
             c = s.non_ip
         c.packets += 1
         c.bytes += n
-        ic = s.ifaces.get(iface)
+        ic = s.ifaces.get(iface)  # count_iface(), inlined: this runs for every packet
         if ic is None:
             ic = s.ifaces[iface] = Counter()
         ic.packets += 1

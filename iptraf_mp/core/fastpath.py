@@ -33,7 +33,7 @@ import cython
 
 from .batch_format import BATCH_HEADER_SIZE, MAGIC, RECORD_HEADER_SIZE, BatchError
 from .decode import decode
-from .engine import Counter, Engine
+from .engine import Engine
 from .fastindex import FastIndex
 from .frame import (
     dst_endpoint,
@@ -396,11 +396,7 @@ def _count(engine: Engine, packets: int, nbytes: int, iface: str) -> None:
     """The summary lines of frames the fast path took on `iface`: TCP, and so IP (rule 14),
     and the interface's."""
     s = engine.summary
-    c = s.ifaces.get(iface)
-    if c is None:
-        c = s.ifaces[iface] = Counter()
-    c.packets += packets
-    c.bytes += nbytes
+    s.count_iface(iface, packets, nbytes)
     s.frames += packets
     s.tcp.packets += packets
     s.tcp.bytes += nbytes
