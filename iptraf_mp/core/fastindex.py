@@ -2,7 +2,7 @@
 of both endpoints and the interface) to its Pair, in an open-addressing table.
 
 A Python dict keyed by an int made the fast path pay, per packet, an int object for the key,
-its hash and a generic lookup: about 500 of the ~1,100 instructions fast_tcp spent on each
+its hash and a generic lookup: about 500 of the ~1,100 instructions the fast path spent on each
 packet (callgrind, echo-connections x12). Here a lookup is a masked index into a C array of
 keys and, on a match, one list item: the keys are compared as C integers and no object is
 made. Interpreted, the same code runs on array.array and bytearray (the reference twin).

@@ -10,8 +10,8 @@ building around them.
 The loops here take a whole batch: records as capture files yield them (`feed_records`),
 a pcap file's own buffer (`feed_pcap`) or a shard's batch (`feed_batch`), the last two read
 in place. A frame that
-`fast_tcp` can prove plain is accounted inline, with its pair found through the table's
-index of IPv4 pairs; any other frame (another link type or protocol, a SYN, FIN or RST, a
+`TcpTable.fast_packet` can prove plain is accounted there, with its pair found through the
+table's index of IPv4 pairs; any other frame (another link type or protocol, a SYN, FIN or RST, a
 new connection, the first packet of a direction, a MAC change, a half-open or ended pair, a
 pending FIN acknowledgement, a new clock second, a malformed header) goes to `decode` +
 `Engine.feed` unchanged. So the general path stays the reference: a differential test
@@ -34,74 +34,15 @@ import cython
 from .batch_format import BATCH_HEADER_SIZE, MAGIC, RECORD_HEADER_SIZE, BatchError
 from .decode import decode
 from .engine import Engine
-from .fastindex import FastIndex
-from .frame import (
-    dst_endpoint,
-    fast_key,
-    le32,
-    plain_tcp_len,
-    same_smac,
-    src_endpoint,
-    tcp_flags,
-    tcp_window,
-    u32,
-)
+from .frame import le32, u32
 from .model import Packet
-from .tcptable import Entry, Pair
+from .tcptable import TcpTable
 
 _INF = float("inf")
 _F64 = struct.Struct("<d")
 # the batch layout's sizes as C constants (imported names would be Python objects)
 _BATCH_HDR = cython.declare(cython.Py_ssize_t, BATCH_HEADER_SIZE)
 _RECORD_HDR = cython.declare(cython.Py_ssize_t, RECORD_HEADER_SIZE)
-
-
-@cython.ccall
-def fast_tcp(index: FastIndex, p: cython.p_uchar, off: cython.Py_ssize_t,
-             caplen: cython.Py_ssize_t, wirelen: cython.Py_ssize_t, ts: cython.double,
-             iface_no: cython.int, tick_time: cython.double, dirty: list | None) -> cython.int:
-    """Account the Ethernet frame at `off` in `p` if it is a plain TCP packet of an open
-    pair in `index` that changes no state (see the module docstring); returns its IP length,
-    or -1 when the general path must take it (nothing has changed then)."""
-    tlen: cython.int = plain_tcp_len(p, off, caplen, wirelen)
-    if tlen < 0:
-        return -1
-    es: cython.ulonglong = src_endpoint(p, off)
-    ed: cython.ulonglong = dst_endpoint(p, off)
-    lo: cython.ulonglong = es if es <= ed else ed
-    hi: cython.ulonglong = ed if es <= ed else es
-    found = index.get(fast_key(lo, hi, iface_no))
-    if found is None:
-        return -1
-    pair: Pair = cython.cast(Pair, found)
-    # The same connection (the key is a hash); open, already reordered in its idle list
-    # this second, and not stamped before the last tick (then its activity time is the
-    # tick's). (A half-open pair needs no test: its answering side has no packets yet.)
-    if pair.lo_ep != lo or pair.hi_ep != hi or pair.iface_no != iface_no or pair.ended \
-            or not ts < pair.lru_sec + 1 or ts < tick_time:
-        return -1
-    e: Entry
-    o: Entry
-    if es == pair.a_ep:
-        e, o = pair.a, pair.b
-    else:
-        e, o = pair.b, pair.a
-    # not the first packet this way, no FIN to acknowledge, no MAC change
-    if not e.packets or o.finsent == 1 or not same_smac(p, off, e.smac):
-        return -1
-    flags: cython.int = tcp_flags(p, off)
-    e.packets += 1
-    e.bytes += tlen
-    e.last_size = tlen
-    e.window = tcp_window(p, off)
-    e.flags = flags
-    e.flags_seen |= flags
-    e.last_seen = ts
-    pair.last_seen = ts
-    if dirty is not None and not pair.marked:
-        pair.marked = True
-        dirty.append(pair)
-    return tlen
 
 
 def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packet],
@@ -114,9 +55,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
     is handed to `other` with its number (a shard's control records, a pcapng interface seen
     late); with no `other` it is an error of the caller's.
     """
-    tcp = engine.tcp
-    index: FastIndex = tcp.fast
-    dirty = tcp.dirty
+    tcp: TcpTable = engine.tcp
     feed = engine.feed
     get_iface = ifaces.get
     # interface index -> its number in the table, once it has one (a pair made on it)
@@ -134,7 +73,6 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
     now: cython.double
     nxt: cython.double
     now, nxt = _clock(engine)
-    tick_time: cython.double = tcp.clock
     now0: cython.double = now
     for frame_no, rec in zip(numbers, records, strict=True):
         ts_obj, ifindex, data, wirelen = rec
@@ -147,7 +85,6 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
                 _set_now(engine, now)
             other(frame_no, rec)  # type: ignore[misc]
             now, nxt = _clock(engine)
-            tick_time = tcp.clock
             now0 = now
             continue
         frames += 1
@@ -160,7 +97,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
                 ifno = iface_nos.get(name, -1)
                 if ifno >= 0:
                     nos[ifindex] = ifno
-            tlen = fast_tcp(index, data, 0, len(data), wirelen, ts, ifno, tick_time, dirty) \
+            tlen = tcp.fast_packet(data, 0, len(data), wirelen, ts, ifno) \
                 if ifno >= 0 else -1
             if tlen >= 0:
                 if ts > now:
@@ -177,7 +114,6 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
             _set_now(engine, now)
         feed(ts_obj, name, decode(lt, data, wirelen), frame_no)
         now, nxt = _clock(engine)
-        tick_time = tcp.clock
         now0 = now
     if now != now0:
         _set_now(engine, now)
@@ -193,9 +129,7 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
     `engine`, the first numbered `frame_no + 1`; returns where the next record starts and
     how many were fed. Each frame is read where it lies: only a frame the general path
     takes is copied out of `buf`. `units` is the timestamp fraction's per second."""
-    tcp = engine.tcp
-    index: FastIndex = tcp.fast
-    dirty = tcp.dirty
+    tcp: TcpTable = engine.tcp
     feed = engine.feed
     iface_nos = tcp.iface_nos
     iface_no: cython.int = iface_nos.get(name, -1)  # -1 until a pair is made on it
@@ -215,7 +149,6 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
     now: cython.double
     nxt: cython.double
     now, nxt = _clock(engine)
-    tick_time: cython.double = tcp.clock
     now0: cython.double = now
     while n < limit and pos + 16 <= end:
         sec, frac = u32(p, pos, big_endian), u32(p, pos + 4, big_endian)
@@ -227,7 +160,7 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
         ts = sec + frac / units
         n += 1
         if (ts <= now or ts < nxt) and ether and iface_no >= 0:
-            tlen = fast_tcp(index, p, start, caplen, wirelen, ts, iface_no, tick_time, dirty)
+            tlen = tcp.fast_packet(p, start, caplen, wirelen, ts, iface_no)
             if tlen >= 0:
                 if ts > now:
                     now = ts
@@ -241,7 +174,6 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
         if iface_no < 0:
             iface_no = iface_nos.get(name, -1)
         now, nxt = _clock(engine)
-        tick_time = tcp.clock
         now0 = now
         pos = start + caplen
     if now != now0:
@@ -298,9 +230,7 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
     each record where it lies; returns how many were frames. Checked whole first
     (`check_batch`): a malformed batch raises BatchError and feeds nothing."""
     count: cython.Py_ssize_t = check_batch(buf)
-    tcp = engine.tcp
-    index: FastIndex = tcp.fast
-    dirty = tcp.dirty
+    tcp: TcpTable = engine.tcp
     feed = engine.feed
     get_iface = ifaces.get
     nos: dict[int, int] = {}
@@ -322,7 +252,6 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
     now: cython.double
     nxt: cython.double
     now, nxt = _clock(engine)
-    tick_time: cython.double = tcp.clock
     now0: cython.double = now
     for _i in range(count):
         ts = _le_double(p, off + 8)
@@ -340,7 +269,6 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
                 _set_now(engine, now)
             other(_le64(p, start - _RECORD_HDR), (ts, ifindex, buf[start:off], wirelen))
             now, nxt = _clock(engine)
-            tick_time = tcp.clock
             now0 = now
             continue
         frames += 1
@@ -351,7 +279,7 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
                 ifno = iface_nos.get(name, -1)
                 if ifno >= 0:
                     nos[ifindex] = ifno
-            tlen = fast_tcp(index, p, start, caplen, wirelen, ts, ifno, tick_time, dirty) \
+            tlen = tcp.fast_packet(p, start, caplen, wirelen, ts, ifno) \
                 if ifno >= 0 else -1
             if tlen >= 0:
                 if ts > now:
@@ -368,7 +296,6 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
             _set_now(engine, now)
         feed(ts, name, decode(lt, buf[start:off], wirelen), _le64(p, start - _RECORD_HDR))
         now, nxt = _clock(engine)
-        tick_time = tcp.clock
         now0 = now
     if now != now0:
         _set_now(engine, now)

@@ -2,7 +2,11 @@
 # counters and times as C fields, so the fast path updates a connection without making a
 # Python object. Interpreted, tcptable.py's dataclasses are the same records.
 
+cimport cython
+
 from iptraf_mp.core.fastindex cimport FastIndex
+from iptraf_mp.core.frame cimport (dst_endpoint, endpoint, fast_key, plain_tcp_len, same_smac,
+                                   src_endpoint, tcp_flags, tcp_window)
 
 
 cdef class Entry:
@@ -48,6 +52,7 @@ cdef class Pair:
     cdef public bint marked
 
 
+@cython.final
 cdef class TcpTable:
     cdef public double timeout
     cdef public bint log_events
@@ -73,6 +78,11 @@ cdef class TcpTable:
     cdef public double clock
     cdef public FastIndex fast
     cdef public dict iface_nos
+
+    cpdef int fast_packet(self, unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
+                          Py_ssize_t wirelen, double ts, int iface_no)
+    cdef void _account(self, Pair pair, Entry e, int size, int win, int flags, double ts,
+                       double act)
 
 
 cpdef str entry_state(Pair pair, Entry e)

@@ -28,7 +28,16 @@ from typing import TypeAlias
 import cython
 
 from .fastindex import FastIndex
-from .frame import endpoint, fast_key
+from .frame import (
+    dst_endpoint,
+    endpoint,
+    fast_key,
+    plain_tcp_len,
+    same_smac,
+    src_endpoint,
+    tcp_flags,
+    tcp_window,
+)
 from .model import (
     FRAG_FIRST,
     FRAG_LATER,
@@ -317,17 +326,7 @@ class TcpTable:
             e.first_seen = ts
             if self.log_events and not flags & TH_RST:
                 self._event("first", ts, pair, e, o, size, syn=bool(flags & TH_SYN))
-        e.packets += 1
-        e.bytes += size
-        e.last_size = size
-        e.window = win
-        e.flags = flags
-        e.flags_seen |= flags
-        e.last_seen = ts
-        pair.last_seen = act
-        if self.dirty is not None and not pair.marked:
-            pair.marked = True
-            self.dirty.append(pair)
+        self._account(pair, e, size, win, flags, ts, act)
         if frag == FRAG_FIRST:
             self._first_fragment(ts, d, pair, e)
         sec = int(act)
@@ -352,6 +351,59 @@ class TcpTable:
         if flags & (TH_FIN | TH_RST) or o.finsent == 1:
             self._state(ts, pair, e, o, flags, seq, ack, size)
         return True
+
+    @cython.ccall
+    def fast_packet(self, p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
+                    wirelen: cython.Py_ssize_t, ts: cython.double,
+                    iface_no: cython.int) -> cython.int:
+        """`packet` for the Ethernet frame at `off` in `p`, read where it lies, when it is a
+        plain TCP packet (frame.py) of an open pair in the fast index that changes nothing
+        but counters; returns its IP length, or -1 when `packet` must take it (nothing has
+        changed then). `iface_no` is the interface's number in `iface_nos`."""
+        tlen: cython.int = plain_tcp_len(p, off, caplen, wirelen)
+        if tlen < 0:
+            return -1
+        es: cython.ulonglong = src_endpoint(p, off)
+        ed: cython.ulonglong = dst_endpoint(p, off)
+        lo: cython.ulonglong = es if es <= ed else ed
+        hi: cython.ulonglong = ed if es <= ed else es
+        found = self.fast.get(fast_key(lo, hi, iface_no))
+        if found is None:
+            return -1
+        pair: Pair = cython.cast(Pair, found)
+        # The same connection (the key is a hash); open, already reordered in its idle list
+        # this second, and not stamped before the last tick (then its activity time is the
+        # tick's). (A half-open pair needs no test: its answering side has no packets yet.)
+        if pair.lo_ep != lo or pair.hi_ep != hi or pair.iface_no != iface_no or pair.ended \
+                or not ts < pair.lru_sec + 1 or ts < self.clock:
+            return -1
+        e: Entry
+        o: Entry
+        if es == pair.a_ep:
+            e, o = pair.a, pair.b
+        else:
+            e, o = pair.b, pair.a
+        # not the first packet this way, no FIN to acknowledge, no MAC change
+        if not e.packets or o.finsent == 1 or not same_smac(p, off, e.smac):
+            return -1
+        self._account(pair, e, tlen, tcp_window(p, off), tcp_flags(p, off), ts, ts)
+        return tlen
+
+    @cython.cfunc
+    def _account(self, pair: Pair, e: Entry, size: cython.int, win: cython.int,
+                 flags: cython.int, ts: cython.double, act: cython.double) -> cython.void:
+        """A packet of `e`'s direction at `ts`, active at `act` (never before the tick)."""
+        e.packets += 1
+        e.bytes += size
+        e.last_size = size
+        e.window = win
+        e.flags = flags
+        e.flags_seen |= flags
+        e.last_seen = ts
+        pair.last_seen = act
+        if self.dirty is not None and not pair.marked:
+            pair.marked = True
+            self.dirty.append(pair)
 
     def _state(self, ts: float, pair: Pair, e: Entry, o: Entry, flags: int, seq: int, ack: int,
                size: int) -> None:
