@@ -214,13 +214,10 @@ class SlotList:
 
     def sort(self, by: str) -> None:
         """Rule 10: by the larger direction's packets ('P') or bytes ('B'), descending; ties
-        keep their order (Python's sort is stable, also in reverse)."""
-        if by == "P":
-            self.slots.sort(key=lambda p: max(p.a.packets, p.b.packets), reverse=True)
-        else:
-            self.slots.sort(key=lambda p: max(p.a.bytes, p.b.bytes), reverse=True)
-        for i, p in enumerate(self.slots):
-            p.slot = i
+        keep their order (rank.py)."""
+        from .rank import sort_rows  # rank.py types its rows with this module's Pair
+
+        self.slots = sort_rows(self.slots, by == "P")
 
 
 @cython.dataclasses.dataclass
