@@ -370,6 +370,108 @@ def test_all_interfaces_and_minutes(net: Net, tmp_path: Path) -> None:
     assert records(out)[-1]["icmp"]["packets"] == 8
 
 
+# ---- one interface, several capture processes (PACKET_FANOUT) --------------------------------
+
+MANY = textwrap.dedent("""
+    import socket, sys
+    server = sys.argv[1]
+    for i in range(40):
+        s = socket.create_connection((server, %(tcp)d))
+        s.sendall(b"x" * (500 + 997 * i))
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):
+            pass
+        s.close()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(2)
+    for i in range(20):
+        u.sendto(b"z" * (40 + i), (server, %(udp)d))
+        u.recv(65535)
+""") % {"tcp": PORT_TCP, "udp": PORT_UDP}
+
+
+def connections(recs: list[dict]) -> dict[tuple, tuple]:
+    """Per direction, what a capture process's count decides (pair ids aside); each
+    direction once."""
+    tcp = [r for r in recs if r["type"] == "tcp"]
+    out = {(r["src"], r["sport"], r["dst"], r["dport"]):
+           (r["packets"], r["bytes"], r["state"], r["end"], r["partial"], r["flags"])
+           for r in tcp}
+    assert len(out) == len(tcp)
+    return out
+
+
+@ROOT_ONLY
+@need_tshark
+def test_capture_procs_share_one_interface_and_count_the_same(net: Net, tmp_path: Path) -> None:
+    """Two monitors watch the same veth at once, one with one capture process, one with two
+    in a fan-out group (and two shards): the same connections, packets, bytes, states and
+    summary; both capture processes made pairs (a pair id's low byte is its capture
+    process's index); the recording holds every frame once, one interface block."""
+    one, two, rec = tmp_path / "one.jsonl", tmp_path / "two.jsonl", tmp_path / "two.pcapng"
+    a = Live(net.ns_a, ["-i", net.a_if, "--capture-procs", "1", "--shards", "1",
+                        "--json", str(one)])
+    b = Live(net.ns_a, ["-i", net.a_if, "--capture-procs", "2", "--shards", "2",
+                        "--json", str(two), "-w", str(rec)])
+    try:
+        a.wait_capturing(children=3)  # reaper, shard, capture process
+        b.wait_capturing(children=5)  # reaper, two shards, two capture processes
+        server = subprocess.Popen(net.in_b(sys.executable, "-c", SERVER, net.b),
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None
+            assert server.stdout.readline().strip() == "ready"
+            subprocess.run(net.in_a(sys.executable, "-c", MANY, net.b), timeout=60,
+                           check=True)
+            sh(*net.in_a("ping", "-c", "3", "-i", "0.2", "-W", "1", net.b))
+        finally:
+            server.kill()
+            server.wait()
+        rc_a, rc_b = a.stop(signal.SIGINT), b.stop(signal.SIGINT)
+    except BaseException:
+        a.kill()
+        b.kill()
+        raise
+    assert (rc_a, rc_b) == (0, 0), (a.stderr, b.stderr)
+    for run in (a, b):
+        assert drops_line(run.stderr).endswith("dropped: 0 by the kernel, 0 on full queues")
+        run.nothing_left()
+    ra, rb = records(one), records(two)
+    ca, cb = connections(ra), connections(rb)
+    assert len(ca) == 2 * 40
+    assert cb == ca
+    sa, sb = ra[-1], rb[-1]
+    for key in ("frames", "ip", "tcp", "udp", "icmp", "other_ip", "non_ip", "malformed"):
+        assert sb.get(key) == sa.get(key), key
+    assert {r["pair"] & 0xFF for r in rb if r["type"] == "tcp"} == {0, 1}
+    # and tshark agrees with both, on the recording of the fanned-out run
+    ref = tshark_tcp(rec)
+    assert {k: tuple(v) for k, v in ref.items()} == {k: v[:2] for k, v in cb.items()}
+    frames = tshark_fields(rec, "frame.interface_name")
+    assert len(frames) == sb["frames"] and {f[0] for f in frames} == {net.a_if}
+    info = subprocess.run(["capinfos", str(rec)], capture_output=True, text=True,
+                          check=True).stdout
+    assert info.count("Interface #") == 1, info
+
+
+def test_capture_procs_refused_for_replay_and_out_of_range(tmp_path: Path) -> None:
+    for argv, why in ((["-r", str(tmp_path / "x.pcap"), "--capture-procs", "2"],
+                       "--capture-procs is for live capture"),
+                      (["-i", "lo", "--capture-procs", "0"], "--capture-procs must be 1 to 64")):
+        rc, lines = refused(argv)
+        assert rc == 2 and len(lines) == 1 and why in lines[0], lines
+
+
+def test_default_capture_procs() -> None:
+    from iptraf_mp.capture.live import default_capture_procs
+
+    assert default_capture_procs(1, 1, cores=2) == 1  # this machine: nothing left over
+    assert default_capture_procs(1, 15, cores=16) == 1
+    assert default_capture_procs(2, 7, cores=16) == 4  # 8 spare cores, two interfaces
+    assert default_capture_procs(1, 31, cores=64) == 4  # at most four
+    assert default_capture_procs(3, 8, cores=16) == 2
+
+
 # ---- refusals: one line, non-zero exit --------------------------------------------------------
 
 def refused(argv: list[str], prefix: list[str] | None = None) -> tuple[int, list[str]]:

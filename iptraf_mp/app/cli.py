@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shards", type=int, metavar="N",
                      help="worker shards (default: cores minus one, at least 1); "
                           "0 = the engine in this one process (replay only)")
+    run.add_argument("--capture-procs", type=int, metavar="N",
+                     help="capture processes per live interface, sharing its packets by "
+                          "the kernel's flow hash (PACKET_FANOUT; default: the cores the "
+                          "shards leave, shared by the interfaces, 1 to 4)")
     run.add_argument("--speed", type=float, metavar="X",
                      help="replay at X times the recorded pace (default: as fast as possible "
                           "with -B, real time with the console)")
@@ -133,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--flow-idle must be positive")
     if args.shards is not None and args.shards < 0:
         return fail("--shards must be 0 or more")
+    if args.capture_procs is not None and not 1 <= args.capture_procs <= 64:
+        return fail("--capture-procs must be 1 to 64")
+    if args.capture_procs is not None and args.read:
+        return fail("--capture-procs is for live capture (-i), not replay (-r)")
     if args.shards == 0 and not args.read:
         return fail("--shards 0 (one process) is for replay (-r) only")
     if args.max_connections < 1:
@@ -184,6 +192,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     from iptraf_mp.capture.live import (
         CaptureSetupError,
         check_paths_as,
+        default_capture_procs,
         drop_privileges,
         interface_names,
         open_handles,
@@ -225,7 +234,8 @@ def run_monitor(args: argparse.Namespace) -> int:
     else:
         try:
             names = interface_names(args.iface)
-            handles = open_handles(names, args.promisc, 64 << 20)
+            per_iface = args.capture_procs or default_capture_procs(len(names), shards)
+            handles = open_handles(names, args.promisc, 64 << 20, per_iface)
         except CaptureSetupError as e:
             return fail(str(e))
     opts = LineOptions(show_mac=args.mac, kbytes=args.kbytes)
@@ -261,7 +271,7 @@ def run_monitor(args: argparse.Namespace) -> int:
             pending.writers.append(writer)
             recorder = Recorder(writer)
         # Made before -Z: building it imports and creates what USER might not be allowed to
-        run = make_run(args, settings, shards, names, handles, reader)
+        run = make_run(args, settings, shards, handles, reader)
         if args.user:
             try:
                 drop_privileges(args.user, store=not args.no_db)
@@ -419,7 +429,7 @@ def output_clash(args: argparse.Namespace) -> str | None:
     return None
 
 
-def make_run(args, settings, shards: int, names: list[str], handles: list, reader=None):
+def make_run(args, settings, shards: int, handles: list, reader=None):
     if args.read and shards == 0:
         from .localrun import LocalRun
 
@@ -429,7 +439,7 @@ def make_run(args, settings, shards: int, names: list[str], handles: list, reade
     if args.read:
         sources = [Source(path=args.read, reader=reader)]
     else:
-        sources = [Source(iface=n, handle=h) for n, h in zip(names, handles, strict=True)]
+        sources = [Source(iface=h.iface, handle=h.handle) for h in handles]
     speed = args.speed
     if speed is None and args.read and not args.background:
         speed = 1.0  # watching a recording: real time unless asked otherwise

@@ -20,6 +20,9 @@ class Recorder:
         self.writer = writer
         self.label = f"-w {writer.path}"
         self.index: dict[int, int] = {}  # global interface index -> pcapng interface id
+        # (name, link type) -> pcapng interface id: the capture processes that share an
+        # interface (--capture-procs) record it as one
+        self.named: dict[tuple[str, int], int] = {}
         self.lock = threading.Lock()
         self.error: str | None = None  # why the recording stopped
         self.unrecorded = 0  # frames that came after it stopped
@@ -37,7 +40,11 @@ class Recorder:
         with self.lock:
             if self.error is None and ifindex not in self.index:
                 try:
-                    self.index[ifindex] = self.writer.add_interface(name, linktype)
+                    idx = self.named.get((name, linktype))
+                    if idx is None:
+                        idx = self.named[(name, linktype)] = self.writer.add_interface(
+                            name, linktype)
+                    self.index[ifindex] = idx
                 except (CaptureFileError, ValueError) as e:
                     self._stop(e)
 
