@@ -2,7 +2,7 @@
 iptraf-mp -B against iptraf-mp with its console open.
 
     sudo python bench/bench_live.py [--packets 500000] [--rates 100000,200000,top]
-                                    [--console | --no-console]
+                                    [--console | --no-console | --capture-procs]
 
 Needs root, iproute2, tcpreplay and iptraf-ng. Makes two network namespaces joined by a veth
 pair (removed at the end, also on failure); tcpreplay sends a generated capture
@@ -15,6 +15,9 @@ after the other on the same capture at the same rate:
 - iptraf-ng -i IFACE -B -L LOG        (stopped with SIGUSR2)
 - iptraf-mp --json OUT                (the console, in a tmux pane of 200x50, so rich draws
                                        every frame; stopped with the Q key)
+
+`--capture-procs` runs only iptraf-mp -B with one capture process on the interface and with
+two (PACKET_FANOUT), each pinned to a core of its own, twice each, interleaved.
 
 `--console` runs only the last comparison: iptraf-mp -B and iptraf-mp with the console, one
 after the other at each rate, same traffic (needs tmux; without tmux, or with `--no-console`,
@@ -261,20 +264,48 @@ def wait_ready(pid: int, children: int, timeout: float = 20) -> None:
     raise RuntimeError("iptraf-mp did not start capturing")
 
 
-def run_iptraf_mp(net: Veth, cap: Path, rate: str, with_log: bool, expected_log: int) -> Row:
+def packet_socket_holders(pids: list[int]) -> list[int]:
+    """Those of `pids` that hold a packet socket (their namespace's /proc/net/packet): the
+    capture processes (the main process and the shards close their copies of the handles)."""
+    inodes = set()
+    for line in Path(f"/proc/{pids[0]}/net/packet").read_text().splitlines()[1:]:
+        inodes.add(line.split()[-1])
+    out = []
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        if any(ln.startswith("socket:[") and ln[8:-1] in inodes for ln in links):
+            out.append(pid)
+    return sorted(out)
+
+
+def run_iptraf_mp(net: Veth, cap: Path, rate: str, with_log: bool, expected_log: int,
+                  capture_procs: int | None = None) -> Row:
     # per process: other sessions may run this benchmark at the same time
     out, log = WORK / f"mp-{os.getpid()}.jsonl", WORK / f"mp-{os.getpid()}.log"
     log.unlink(missing_ok=True)
     argv = net.in_a(iptraf_mp(), "-i", net.a_if, "-B", "--no-db", "--json", str(out))
     if with_log:
         argv += ["-L", str(log)]
+    if capture_procs is not None:
+        argv += ["--capture-procs", str(capture_procs)]
     # Its own session, as iptraf-ng -B (a daemon) and the console (a tmux pane) have: with
     # the kernel's autogroup scheduling a session is a scheduling group, and one shared with
     # tcpreplay would slow the sender down instead of starving the monitor.
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        wait_ready(proc.pid, 3)
+        wait_ready(proc.pid, 2 + (capture_procs or 1))
+        if capture_procs is not None:
+            # each capture process on a core of its own (the shards, the main process and
+            # tcpreplay go where the scheduler puts them)
+            holders = packet_socket_holders(tree(proc.pid))
+            if len(holders) != capture_procs:
+                raise RuntimeError(f"expected {capture_procs} capture processes: {holders}")
+            for k, pid in enumerate(holders):
+                sh("taskset", "-p", "-c", str(k % (os.cpu_count() or 1)), str(pid))
         rx0 = net.rx()[0]
         cpu0 = cpu_seconds(tree(proc.pid))
         window = Window()
@@ -300,7 +331,10 @@ def run_iptraf_mp(net: Veth, cap: Path, rate: str, with_log: bool, expected_log:
         got = log_count(log)
         log.unlink()
         note = f"log measure: {got:,} of {expected_log:,}"
-    return Row(rate, "iptraf-mp -B" + (" -L" if with_log else ""), sent, achieved, delivered,
+    tool = "iptraf-mp -B" + (" -L" if with_log else "")
+    if capture_procs is not None:
+        tool += f" --capture-procs {capture_procs} (pinned)"
+    return Row(rate, tool, sent, achieved, delivered,
                frames, True, int(m.group(2)), int(m.group(3)), cpu, foreign, note)
 
 
@@ -447,8 +481,15 @@ def main() -> int:
                        help="only iptraf-mp -B against iptraf-mp with its console open")
     which.add_argument("--no-console", action="store_true",
                        help="leave out the runs with the console open")
+    which.add_argument("--capture-procs", action="store_true",
+                       help="only iptraf-mp -B with 1 and with 2 capture processes on the "
+                            "interface, each pinned to a core of its own (taskset)")
     a = ap.parse_args()
-    need = ["ip", "tcpreplay"] + ([] if a.console else ["iptraf-ng"])
+    if a.capture_procs:
+        a.no_console = True
+    need = ["ip", "tcpreplay"] + ([] if a.console or a.capture_procs else ["iptraf-ng"])
+    if a.capture_procs:
+        need.append("taskset")
     missing = [t for t in need if shutil.which(t) is None]
     if os.geteuid() != 0 or missing:
         why = "not root" if os.geteuid() else "missing " + ", ".join(missing)
@@ -462,7 +503,7 @@ def main() -> int:
     os.environ["IPTRAF_MP_NO_CONFIG"] = "1"
     WORK.mkdir(parents=True, exist_ok=True)
     cap = checksummed(bench_capture(a.packets, a.connections))
-    expected_log = 0 if a.console else log_count_expected(cap)
+    expected_log = 0 if a.console or a.capture_procs else log_count_expected(cap)
     print(f"# bench_live: {os.cpu_count()} cores, capture {cap.name} ({a.packets:,} packets)"
           + ("" if a.console else f"; a loss-free iptraf-ng style log accounts for "
              f"{expected_log:,} of them")
@@ -470,6 +511,10 @@ def main() -> int:
     rows: list[Row] = []
     with Veth() as net:
         for rate in a.rates.split(","):
+            if a.capture_procs:
+                for procs in (1, 2, 1, 2):  # two rounds, interleaved
+                    rows.append(run_iptraf_mp(net, cap, rate, False, 0, procs))
+                continue
             rows.append(run_iptraf_mp(net, cap, rate, False, expected_log))
             if console:
                 rows.append(run_iptraf_mp_console(net, cap, rate))

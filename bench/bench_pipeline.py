@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from iptraf_mp.capture.capfile import open_capture  # noqa: E402
+from iptraf_mp.capture.live import default_capture_procs  # noqa: E402
 from iptraf_mp.core.engine import PacketClock, Settings  # noqa: E402
 from iptraf_mp.core.merge import Merger  # noqa: E402
 from iptraf_mp.outputs.jsonout import JsonWriter  # noqa: E402
@@ -368,24 +369,27 @@ def stages(cap: Path, limit: int, packets: int) -> dict[str, float]:
 
 
 def model(us: dict[str, float]) -> None:
-    """What the stage costs predict, with as many shards as it takes: every stage is one
-    process except the shards, so the capture process and the main process each cap the
-    rate at one core's worth, and below those caps the packets' total CPU cost shares the
-    cores."""
+    """What the stage costs predict for one busy interface (or file), with as many shards as
+    it takes: the main process is one process, so it caps the rate at one core's worth; the
+    capture side is k processes (--capture-procs; a file has one), capping it at k cores'
+    worth; below those caps the packets' total CPU cost shares the cores."""
     r = us["capture process, whole loop + ring hand-over (4 rings)"]
     s = us["shard: batch decode + packet decode + engine + publications"]
     m = us["main: unpickle + merge + JSON"]
     print(f"\n## What the stage costs predict (capture {r:.2f}, shard {s:.2f}, main {m:.2f} "
-          f"us/packet; one capture process)\n")
-    print("| cores | predicted packets/s | shards busy | bound by |")
-    print("|---:|---:|---:|---|")
-    for c in (2, 4, 8, 16, 32):
-        limits = {"all stages share the cores": c / (r + s + m) * 1e6,
-                  "the capture process (one core)": 1e6 / r,
-                  "the main process (one core)": 1e6 / m}
-        bound = min(limits, key=lambda k: limits[k])
-        pps = limits[bound]
-        print(f"| {c} | {pps:,.0f} | {pps * s / 1e6:.1f} | {bound} |")
+          f"us/packet)\n")
+    print("| cores | capture processes | predicted packets/s | shards busy | bound by |")
+    print("|---:|---:|---:|---:|---|")
+    for c in (2, 4, 8, 16, 32, 64):
+        for k in sorted({1, default_capture_procs(1, max(1, c - 1 - 1), c), 4}):
+            if k > max(1, c - 2):
+                continue
+            limits = {"all stages share the cores": c / (r + s + m) * 1e6,
+                      f"the capture side ({k} core{'s' * (k > 1)})": k * 1e6 / r,
+                      "the main process (one core)": 1e6 / m}
+            bound = min(limits, key=lambda key: limits[key])
+            pps = limits[bound]
+            print(f"| {c} | {k} | {pps:,.0f} | {pps * s / 1e6:.1f} | {bound} |")
 
 
 def main() -> int:

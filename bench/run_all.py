@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# scripts that run more than once, with these arguments (the others run once, without)
+RUNS = {"bench_live.py": [[], ["--capture-procs"]]}
 
 
 def main(argv: list[str]) -> int:
@@ -23,14 +25,16 @@ def main(argv: list[str]) -> int:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in argv]
     failed = []
     for script in scripts:
-        print(f"\n==== {script.name} ====", flush=True)
-        started = time.monotonic()
-        # stdout and stderr go straight through: long benchmarks show progress as they go
-        rc = subprocess.run([sys.executable, str(script)], cwd=HERE.parent).returncode
-        print(f"==== {script.name}: exit {rc}, {time.monotonic() - started:.0f} s ====",
-              flush=True)
-        if rc != 0:
-            failed.append(script.name)
+        for args in RUNS.get(script.name, [[]]):
+            name = " ".join([script.name, *args])
+            print(f"\n==== {name} ====", flush=True)
+            started = time.monotonic()
+            # stdout and stderr go straight through: long benchmarks show progress as they go
+            rc = subprocess.run([sys.executable, str(script), *args], cwd=HERE.parent).returncode
+            print(f"==== {name}: exit {rc}, {time.monotonic() - started:.0f} s ====",
+                  flush=True)
+            if rc != 0:
+                failed.append(name)
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
     return 1 if failed else 0
