@@ -100,16 +100,21 @@ def udp_capture(n: int) -> Path:
     return _write(path, frames())
 
 
-def peak_pss(argv: list[str]) -> tuple[float, float, int]:
-    """Run `argv` to its end: (wall seconds, peak Pss MiB over its tree, exit status)."""
+def peak_pss(argv: list[str]) -> tuple[float, float, float, float, int]:
+    """Run `argv` to its end: (wall seconds, peak Pss MiB over its tree, the main process's
+    own peak, the children's (capture process, shards, reaper) peak sum, exit status)."""
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
+    peak = peak_main = peak_kids = 0
     while proc.poll() is None:
-        peak = max(peak, sum(_pss_kib(p) for p in tree(proc.pid)))
+        main = _pss_kib(proc.pid)
+        kids = sum(_pss_kib(p) for p in tree(proc.pid) if p != proc.pid)
+        peak, peak_main, peak_kids = max(peak, main + kids), max(peak_main, main), max(
+            peak_kids, kids)
         time.sleep(0.05)
     proc.communicate()
-    return time.monotonic() - t0, peak / 1024, proc.returncode
+    return (time.monotonic() - t0, peak / 1024, peak_main / 1024, peak_kids / 1024,
+            proc.returncode)
 
 
 def peak_rss(argv: list[str]) -> tuple[float, float]:
@@ -138,8 +143,9 @@ def main() -> int:
             db = Path(work) / "flows.db"
             argv = [iptraf_mp(), "-r", str(cap), "-B", "--json", os.devnull, "--db", str(db),
                     *extra]
-            wall, mib, rc = peak_pss(argv)
-            label = "iptraf-mp " + " ".join(extra + ["--db"]) + " (sum of Pss)"
+            wall, mib, main, kids, rc = peak_pss(argv)
+            label = (f"iptraf-mp {' '.join(extra + ['--db'])} (sum of Pss; peaks: main "
+                     f"{main:,.0f}, children {kids:,.0f})")
             print(f"| {name} | {label} | {wall:.1f} | {mib:,.0f} | {mib * 1024 * 1024 / n:,.0f} B "
                   f"| {rc} |", flush=True)
         if tshark:

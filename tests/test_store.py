@@ -291,6 +291,60 @@ def test_newer_schema_is_refused_with_one_line(tmp_path, capsys):
     assert rc == 2 and len(err) == 1 and "schema version 99" in err[0]
 
 
+def _traffic(db: Path) -> dict[str, list]:
+    """What the views and tables say of a store, whatever its version's layout."""
+    with ro(db) as c:
+        return {
+            "tcp": [tuple(r) for r in c.execute(
+                "SELECT session_id, pair_id, direction, checkpoint, ts, iface, src, sport, dst, "
+                "dport, packets, bytes FROM tcp_traffic ORDER BY 1, 2, 3, 4")],
+            "other": [tuple(r) for r in c.execute(
+                "SELECT * FROM other_traffic ORDER BY session_id, flow_id, checkpoint")],
+            "conns": [tuple(r) for r in c.execute("SELECT * FROM tcp_connections ORDER BY id")],
+            "sessions": [tuple(r)[:3] for r in c.execute("SELECT * FROM sessions ORDER BY id")],
+        }
+
+
+def test_version_3_store_is_migrated_with_its_history(tmp_path, capture, monkeypatch):
+    """A store written by schema version 3 (sample tables with a rowid and a ts index, a
+    (session_id, pair_id) index) becomes version 4 when a monitor opens it: every sample
+    kept (the views give the same rows), the new layout in place, and it takes the next
+    session's checkpoints."""
+    import store.schema as schema
+
+    db = tmp_path / "flows.db"
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    assert replay(tmp_path, capture, db, "--shards", "0", "--checkpoint", "0", "--speed", "40",
+                  "--refresh", "0.05")[0] == 0
+    with ro(db) as c:
+        assert c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] \
+            == "3"
+        indexes = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"idx_flow_samples_ts", "idx_tcp_connections_session_id_pair_id"} <= indexes
+        c.execute("SELECT rowid FROM flow_samples").fetchall()  # a rowid table
+    before = _traffic(db)
+    assert len(before["tcp"]) > 10 and before["other"]
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 4)
+    assert open_session(db, SessionInfo("live")) == 2
+    after = _traffic(db)
+    assert after["tcp"] == before["tcp"] and after["other"] == before["other"]
+    assert after["conns"] == before["conns"]
+    with ro(db) as c:
+        assert c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] \
+            == "4"
+        indexes = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert not indexes & {"idx_flow_samples_ts", "idx_other_samples_ts",
+                              "idx_tcp_connections_session_id_pair_id"}
+        for table in ("flow_samples", "other_samples"):
+            sql = c.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+            assert "WITHOUT ROWID" in sql and "PRIMARY KEY (ts, session_id" in sql
+    # and the migrated store goes on: a third session, its sums equal to the first's
+    assert replay(tmp_path, capture, db, "--shards", "0")[0] == 0
+    third = [r for r in _traffic(db)["tcp"] if r[0] == 3]
+    first = [r for r in before["tcp"] if r[0] == 1]
+    assert sum(r[11] for r in third) == sum(r[11] for r in first) > 0
+
+
 def test_schema_columns_are_what_the_migrations_create(tmp_path):
     """COLUMNS, which every open checks a store against, cannot drift from the schema."""
     db = tmp_path / "flows.db"
@@ -368,7 +422,9 @@ def test_indexes_serve_time_address_and_port_questions(tmp_path, capture):
                 "SELECT * FROM other_flows WHERE dst = '8.8.8.8'",
                 "SELECT * FROM other_samples WHERE ts >= 1700000005"):
         plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
-        assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (sql, plan)
+        # the sample tables are keyed by time (WITHOUT ROWID): their key is the index
+        assert any(f"USING {how}" in plan
+                   for how in ("INDEX", "COVERING INDEX", "PRIMARY KEY (ts>")), (sql, plan)
 
 
 # ---- 2. checkpoints ----------------------------------------------------------------------
