@@ -2,7 +2,10 @@
 
     python bench/bench_store.py [--connections 10000,100000] [--packets 200000] [--repeat 5]
                                 [--per-connection 50] [--checkpoint 5,1] [--busy]
-                                [--no-floor]
+                                [--no-floor] [--queries 1000000]
+
+0. The README's and docs/store.md's example queries on a store of 1M connections (two
+   samples each, written by checkpoints as a monitor writes them): target <= 100 ms each.
 
 1. Checkpoint cost: N connections changed since the previous checkpoint (N = 10k, 100k).
    For a first checkpoint (every connection new: inserts) and a second (every connection
@@ -215,6 +218,89 @@ def replay_time(cap: Path, extra: list[str]) -> tuple[float, float]:
     return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
+# The README's example queries and docs/store.md's (the README's `-p port 443` bound here)
+QUERIES = (
+    ("README: top senders, all history",
+     "SELECT src, sum(bytes) AS bytes FROM tcp_traffic GROUP BY src ORDER BY bytes DESC "
+     "LIMIT 10"),
+    ("README: connections to port 443",
+     "SELECT * FROM tcp_connections WHERE b_port = 443"),
+    ("store.md: top senders, last hour",
+     "SELECT src, sum(bytes) AS bytes, sum(packets) AS packets FROM tcp_traffic "
+     "WHERE ts >= (SELECT max(ts) FROM flow_samples) - 3600 GROUP BY src "
+     "ORDER BY bytes DESC LIMIT 10"),
+    ("store.md: reset connections, newest first",
+     "SELECT session_id, iface, a_addr, a_port, b_addr, b_port, a_state, b_state, ended_by, "
+     "datetime(last_seen, 'unixepoch') AS last_seen FROM tcp_connections "
+     "WHERE ended_by IN ('RESET', 'ICMP') ORDER BY last_seen DESC LIMIT 50"),
+    ("store.md: half-open per destination",
+     "SELECT b_addr AS destination, count(*) AS half_open, count(DISTINCT b_port) AS ports, "
+     "count(DISTINCT a_addr) AS sources FROM tcp_connections "
+     "WHERE a_flags = 'S---' AND b_packets = 0 GROUP BY b_addr ORDER BY half_open DESC LIMIT 20"),
+    ("store.md: bytes per interface per minute",
+     "SELECT iface, datetime(ts - ts % 60, 'unixepoch') AS minute, sum(bytes) AS bytes "
+     "FROM (SELECT iface, ts, bytes FROM tcp_traffic UNION ALL "
+     "SELECT iface, ts, bytes FROM other_traffic) GROUP BY iface, minute ORDER BY minute, iface"),
+    ("store.md: sessions and their drops",
+     "SELECT s.id, s.source, s.replay_file, datetime(s.started, 'unixepoch') AS started, "
+     "s.status, c.kernel_drops, c.queue_dropped_packets FROM sessions s "
+     "LEFT JOIN counters c ON c.session_id = s.id AND c.checkpoint = "
+     "(SELECT max(checkpoint) FROM counters WHERE session_id = s.id) ORDER BY s.id DESC"),
+    ("one address's connections",
+     "SELECT * FROM tcp_connections WHERE a_addr = '10.1.2.3'"),
+)
+
+
+def query_store(n: int, tmp: Path) -> Path:
+    """A store of `n` connections (a tenth reset, a tenth half-open, 1,000 server ports,
+    20,000 servers), written as a monitor writes it: checkpoints of 100k new connections,
+    then one where every connection changed (two samples each)."""
+    db = tmp / f"queries-{n}.db"
+    sink, feed = new_sink(db)
+    mon = _Monitor()
+    pairs = make_pairs(n)
+    for i, p in enumerate(pairs):
+        p.b.sport = p.a.dport = 1 + i % 1000
+        p.a.dst = p.b.src = (0xC0A80000 + i % 20_000).to_bytes(4, "big")
+        if i % 10 == 1:
+            p.end, p.a.reset = "RESET", True
+        elif i % 10 == 2:
+            p.a.flags, p.b.packets, p.b.bytes = 0x02, 0, 0
+    w = sink.writer
+    for rnd in range(2):
+        for start in range(0, n, 100_000):
+            chunk = pairs[start:start + 100_000]
+            if rnd:
+                for p in chunk:
+                    p.a.packets += 3
+                    p.a.bytes += 1500
+                    p.last_seen += 3600.0
+            done = w.writes
+            feed.changed = chunk
+            sink.checkpoint(mon)
+            while w.writes == done:
+                time.sleep(0.01)
+    sink.close()
+    return db
+
+
+def time_queries(db: Path, repeat: int) -> list[tuple[str, float, float, int]]:
+    """(name, median s, best s, rows) of each query, on a read-only connection."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    out = []
+    for name, sql in QUERIES:
+        times, rows = [], 0
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            rows = len(conn.execute(sql).fetchall())
+            times.append(time.perf_counter() - t0)
+        out.append((name, statistics.median(times), min(times), rows))
+    conn.close()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--connections", default="10000,100000")
@@ -230,9 +316,24 @@ def main() -> int:
     ap.add_argument("--no-floor", dest="floor", action="store_false",
                     help="skip what SQLite alone spends on N new connections, per schema "
                          "variant (where a checkpoint's time goes)")
+    ap.add_argument("--queries", type=int, default=1_000_000, metavar="N",
+                    help="time the README's and docs/store.md's queries on a store of N "
+                         "connections (0: skip)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-store-") as d:
         tmp = Path(d)
+        if a.queries:
+            t0 = time.monotonic()
+            db = query_store(a.queries, tmp)
+            print(f"example queries on a store of {a.queries:,} connections (built in "
+                  f"{time.monotonic() - t0:.0f} s, {db.stat().st_size / 2**20:,.0f} MiB), "
+                  f"{a.repeat} runs: median (best); target <= 100 ms each")
+            for name, med, best, rows in time_queries(db, a.repeat):
+                ok = "" if med <= 0.1 else "  (target missed)"
+                print(f"  {name:<44} {med * 1e3:8.1f} ms ({best * 1e3:.1f})  {rows:>8,} rows"
+                      f"{ok}")
+            db.unlink()
+            print()
         print("checkpoint cost (N connections changed since the previous checkpoint), "
               f"{a.repeat} runs: median (best)" + (", a second thread busy" if a.busy else ""))
         print(f"  {'N':>7} {'kind':<8} {'snapshot s':>13} {'write s':>13} {'latency s':>13} "
