@@ -381,7 +381,7 @@ def model(us: dict[str, float]) -> None:
     print("| cores | capture processes | predicted packets/s | shards busy | bound by |")
     print("|---:|---:|---:|---:|---|")
     for c in (2, 4, 8, 16, 32, 64):
-        for k in sorted({1, default_capture_procs(1, max(1, c - 1 - 1), c), 4}):
+        for k in sorted({1, default_capture_procs(1, c), 4}):
             if k > max(1, c - 2):
                 continue
             limits = {"all stages share the cores": c / (r + s + m) * 1e6,

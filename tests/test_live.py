@@ -465,11 +465,12 @@ def test_capture_procs_refused_for_replay_and_out_of_range(tmp_path: Path) -> No
 def test_default_capture_procs() -> None:
     from iptraf_mp.capture.live import default_capture_procs
 
-    assert default_capture_procs(1, 1, cores=2) == 1  # this machine: nothing left over
-    assert default_capture_procs(1, 15, cores=16) == 1
-    assert default_capture_procs(2, 7, cores=16) == 4  # 8 spare cores, two interfaces
-    assert default_capture_procs(1, 31, cores=64) == 4  # at most four
-    assert default_capture_procs(3, 8, cores=16) == 2
+    assert default_capture_procs(1, cores=2) == 1  # this machine
+    assert default_capture_procs(1, cores=8) == 2
+    assert default_capture_procs(1, cores=16) == 4  # at most four
+    assert default_capture_procs(2, cores=16) == 2
+    assert default_capture_procs(8, cores=16) == 1  # at least one
+    assert default_capture_procs(3, cores=64) == 4
 
 
 # ---- refusals: one line, non-zero exit --------------------------------------------------------

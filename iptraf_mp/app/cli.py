@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "0 = the engine in this one process (replay only)")
     run.add_argument("--capture-procs", type=int, metavar="N",
                      help="capture processes per live interface, sharing its packets by "
-                          "the kernel's flow hash (PACKET_FANOUT; default: the cores the "
-                          "shards leave, shared by the interfaces, 1 to 4)")
+                          "the kernel's flow hash (PACKET_FANOUT; default: a third of the "
+                          "cores, shared by the interfaces, 1 to 4)")
     run.add_argument("--speed", type=float, metavar="X",
                      help="replay at X times the recorded pace (default: as fast as possible "
                           "with -B, real time with the console)")
@@ -234,7 +234,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     else:
         try:
             names = interface_names(args.iface)
-            per_iface = args.capture_procs or default_capture_procs(len(names), shards)
+            per_iface = args.capture_procs or default_capture_procs(len(names))
             handles = open_handles(names, args.promisc, 64 << 20, per_iface)
         except CaptureSetupError as e:
             return fail(str(e))

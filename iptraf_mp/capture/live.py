@@ -161,13 +161,12 @@ def _fan_out(name: str, handles: list[Any]) -> None:
                                 f"processes (PACKET_FANOUT): {e.strerror or e}") from None
 
 
-def default_capture_procs(interfaces: int, shards: int, cores: int | None = None) -> int:
-    """Capture processes per interface when -i does not say: the cores that the shards and
-    the main process leave, shared by the interfaces, at least one, at most four (beyond
-    that a link is faster than the shards behind it can count)."""
+def default_capture_procs(interfaces: int, cores: int | None = None) -> int:
+    """Capture processes per interface when --capture-procs does not say: a third of the
+    cores for reading (a packet costs a capture process about half what it costs a shard:
+    bench_pipeline.py), shared by the interfaces; at least one, at most four."""
     cores = cores or os.cpu_count() or 1
-    spare = cores - shards - 1
-    return max(1, min(4, spare // max(1, interfaces)))
+    return max(1, min(4, cores // (3 * max(1, interfaces))))
 
 
 PR_CAPBSET_DROP = 24
