@@ -67,37 +67,28 @@ def _write(path: Path, frames) -> Path:
     return path
 
 
-def tcp_capture(n: int) -> Path:
-    path = CACHE / f"scale-tcp-{n}.pcap"
+def _tcp_connection(t: float, src: bytes, sport: int):
+    yield t, _tcp(src, SERVER, sport, 443, 0x02, 0, MAC_A, MAC_B)
+    yield t + 3e-6, _tcp(SERVER, src, 443, sport, 0x12, 0, MAC_B, MAC_A)
+    yield t + 6e-6, _tcp(src, SERVER, sport, 443, 0x18, 100, MAC_A, MAC_B)
+
+
+def _udp_source(t: float, src: bytes, sport: int):
+    ip = IP.pack(0x45, 0, 28 + 32, 0, 0, 64, 17, 0, src, SERVER)
+    yield t, ETH.pack(MAC_B, MAC_A, 0x0800) + ip + UDP.pack(sport, 53, 40, 0) + b"q" * 32
+
+
+KINDS = {"tcp": _tcp_connection, "udp": _udp_source}
+
+
+def capture(kind: str, n: int) -> Path:
+    """n connections (tcp) or sources (udp), one every 10 us; made once, then cached."""
+    path = CACHE / f"scale-{kind}-{n}.pcap"
     if path.exists():
         return path
-
-    def frames():
-        t = 1_700_000_000.0
-        for i in range(n):
-            src, sport = _client(i)
-            yield t, _tcp(src, SERVER, sport, 443, 0x02, 0, MAC_A, MAC_B)
-            yield t + 3e-6, _tcp(SERVER, src, 443, sport, 0x12, 0, MAC_B, MAC_A)
-            yield t + 6e-6, _tcp(src, SERVER, sport, 443, 0x18, 100, MAC_A, MAC_B)
-            t += 10e-6
-
-    return _write(path, frames())
-
-
-def udp_capture(n: int) -> Path:
-    path = CACHE / f"scale-udp-{n}.pcap"
-    if path.exists():
-        return path
-
-    def frames():
-        t = 1_700_000_000.0
-        for i in range(n):
-            src, sport = _client(i)
-            ip = IP.pack(0x45, 0, 28 + 32, 0, 0, 64, 17, 0, src, SERVER)
-            yield t, ETH.pack(MAC_B, MAC_A, 0x0800) + ip + UDP.pack(sport, 53, 40, 0) + b"q" * 32
-            t += 10e-6
-
-    return _write(path, frames())
+    make = KINDS[kind]
+    return _write(path, (rec for i in range(n)
+                         for rec in make(1_700_000_000.0 + i * 10e-6, *_client(i))))
 
 
 def peak_pss(argv: list[str]) -> tuple[float, float, float, float, int]:
@@ -137,8 +128,8 @@ def main() -> int:
     print("| capture | run | wall s | peak memory MiB | per connection | exit |")
     print("|---|---|---:|---:|---:|---:|")
     for name, cap, conv, extra in (
-            ("tcp", tcp_capture(n), "conv,tcp", ["--shards", "2"]),
-            ("udp", udp_capture(n), "conv,udp", [])):
+            ("tcp", capture("tcp", n), "conv,tcp", ["--shards", "2"]),
+            ("udp", capture("udp", n), "conv,udp", [])):
         with tempfile.TemporaryDirectory() as work:
             db = Path(work) / "flows.db"
             argv = [iptraf_mp(), "-r", str(cap), "-B", "--json", os.devnull, "--db", str(db),

@@ -297,21 +297,8 @@ def _v1(db: sqlite_utils.Database) -> None:
 
     db.create_view("tcp_entries", entry_select("a", "a", "b") + " UNION ALL "
                    + entry_select("b", "b", "a"))
-    def traffic_select(d: str, src: str, dst: str) -> str:
-        return (f"SELECT s.session_id, s.pair_id, '{d}' AS direction, s.checkpoint, s.ts, "
-                f"c.iface, c.{src}_addr AS src, c.{src}_port AS sport, c.{dst}_addr AS dst, "
-                f"c.{dst}_port AS dport, s.{d}_packets AS packets, s.{d}_bytes AS bytes "
-                f"FROM flow_samples s JOIN tcp_connections c "
-                f"ON c.session_id = s.session_id AND c.pair_id = s.pair_id "
-                f"WHERE s.{d}_packets != 0 OR s.{d}_bytes != 0")
-
-    db.create_view("tcp_traffic", traffic_select("a", "a", "b") + " UNION ALL "
-                   + traffic_select("b", "b", "a"))
-    db.create_view("other_traffic", """
-SELECT s.session_id, s.flow_id, s.checkpoint, s.ts, f.iface, f.kind, f.protocol,
-       f.src, f.sport, f.dst, f.dport, f.icmp_type, f.icmp_code, s.packets, s.bytes
-FROM other_samples s
-JOIN other_flows f ON f.session_id = s.session_id AND f.flow_id = s.flow_id""".strip())
+    # (version 4 joins on the id instead)
+    _traffic_views(db, "c.session_id = s.session_id AND c.pair_id = s.pair_id")
 
 
 # ---- version 2 ---------------------------------------------------------------------------
@@ -372,17 +359,17 @@ def _v4(db: sqlite_utils.Database) -> None:
                  "WHERE ended_by IN ('RESET', 'ICMP')")
     conn.execute("CREATE INDEX idx_tcp_connections_halfopen ON tcp_connections (b_addr) "
                  "WHERE a_flags = 'S---' AND b_packets = 0")
-    _traffic_views(db)
+    _traffic_views(db, f"c.id = (s.session_id << {PAIR_ID_BITS}) | s.pair_id")
 
 
-def _traffic_views(db: sqlite_utils.Database) -> None:
-    """The samples with their connection's or flow's addresses, one row per direction."""
+def _traffic_views(db: sqlite_utils.Database, join: str) -> None:
+    """The samples with their connection's or flow's addresses, one row per direction;
+    `join`: how a sample finds its connection."""
     def traffic_select(d: str, src: str, dst: str) -> str:
         return (f"SELECT s.session_id, s.pair_id, '{d}' AS direction, s.checkpoint, s.ts, "
                 f"c.iface, c.{src}_addr AS src, c.{src}_port AS sport, c.{dst}_addr AS dst, "
                 f"c.{dst}_port AS dport, s.{d}_packets AS packets, s.{d}_bytes AS bytes "
-                f"FROM flow_samples s JOIN tcp_connections c "
-                f"ON c.id = (s.session_id << {PAIR_ID_BITS}) | s.pair_id "
+                f"FROM flow_samples s JOIN tcp_connections c ON {join} "
                 f"WHERE s.{d}_packets != 0 OR s.{d}_bytes != 0")
 
     db.create_view("tcp_traffic", traffic_select("a", "a", "b") + " UNION ALL "
