@@ -204,7 +204,7 @@ ROW_CHUNK = 1024
 ALONGSIDE_MIN = 4096
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=128)
 def _statement(stmt: _Bulk, rows: int) -> str:
     one = "(" + ", ".join(["?"] * stmt.width) + ")"
     return stmt.head + ", ".join([one] * rows) + stmt.tail
@@ -236,9 +236,20 @@ class _Statements:
 
     def flush(self) -> int:
         for stmt, buf in self.pending.items():
-            if buf:
-                self.conn.execute(_statement(stmt, len(buf) // stmt.width), buf)
-                self.rows += len(buf) // stmt.width
+            # The rest in statements of power-of-two sizes: a statement of each size stays
+            # prepared (the sqlite3 module keeps the last 128), where one of the rest's own
+            # size would be new at nearly every checkpoint, and each prepared statement of a
+            # thousand rows holds 2.7 MB: a long run kept hundreds of MB of them
+            rows = len(buf) // stmt.width
+            pos = 0
+            size = 1 << max(0, rows.bit_length() - 1)
+            while rows:
+                if size <= rows:
+                    end = pos + size * stmt.width
+                    self.conn.execute(_statement(stmt, size), buf[pos:end])
+                    pos, rows = end, rows - size
+                    self.rows += size
+                size >>= 1
         self.pending.clear()
         return self.rows
 

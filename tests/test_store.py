@@ -1111,3 +1111,35 @@ def test_null_is_bound_as_nan(filled_db):
             table = "other_flows" if col in ("sport", "icmp_type") else "tcp_connections"
             assert c.execute(f"SELECT count(*) FROM {table} WHERE typeof({col}) = 'real' "
                              f"AND {col} != {col}").fetchone()[0] == 0  # no NaN stored
+
+
+def test_statement_sizes_are_few_whatever_the_checkpoint_sizes():
+    """A checkpoint's rows go out in statements of at most MAX_PARAMS values and, for the
+    rest, of power-of-two row counts: the prepared statements SQLite keeps (2.7 MB each at a
+    thousand rows) are then a dozen sizes per table, not one per checkpoint size."""
+    from store import writer as wr
+
+    class Conn:
+        def __init__(self) -> None:
+            self.ran: list[tuple[str, list]] = []
+
+        def execute(self, sql: str, params: list) -> None:
+            self.ran.append((sql, params))
+
+    conn = Conn()
+    stmt = wr._INSERT_CONN
+    sent: list = []
+    for rows in (1, 2, 3, 7, 100, 563, 1022, 1023, 1024, 2047, 5000, 12_345):
+        st = wr._Statements(conn)  # type: ignore[arg-type]
+        flat = [len(sent) + i for i in range(rows * stmt.width)]
+        sent += flat
+        half = (rows // 2) * stmt.width  # handed over in two pieces, as the builder does
+        st.add(stmt, flat[:half])
+        st.add(stmt, flat[half:])
+        assert st.flush() == rows
+    got = [v for _sql, params in conn.ran for v in params]
+    assert got == sent  # every value, once, in order
+    per = wr.MAX_PARAMS // stmt.width
+    sizes = {len(params) // stmt.width for _sql, params in conn.ran}
+    assert sizes <= {per} | {1 << k for k in range(per.bit_length())}
+    assert all(sql == wr._statement(stmt, len(params) // stmt.width) for sql, params in conn.ran)
