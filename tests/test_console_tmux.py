@@ -30,8 +30,8 @@ W, H = 100, 30
 
 
 class Pane:
-    def __init__(self, tmp: Path, command: str) -> None:
-        self.sock = str(tmp / "tmux.sock")
+    def __init__(self, tmp: Path, command: str, sock: str = "tmux.sock") -> None:
+        self.sock = str(tmp / sock)
         env = dict(os.environ, XDG_CONFIG_HOME=str(tmp / "config"),
                    XDG_DATA_HOME=str(tmp / "data"), TERM="xterm-256color")
         env.pop("IPTRAF_MP_NO_CONFIG", None)
@@ -71,7 +71,9 @@ def pane_factory(tmp_path):
     panes: list[Pane] = []
 
     def make(command: str) -> Pane:
-        p = Pane(tmp_path, command)
+        # a socket of its own: a server just told to exit may still hold the last one, and
+        # a new session there fails (seen under load)
+        p = Pane(tmp_path, command, f"tmux-{len(panes)}.sock")
         panes.append(p)
         return p
 

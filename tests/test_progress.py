@@ -62,7 +62,7 @@ def test_a_pipe_and_a_gzip_show_what_can_be_known(tmp_path: Path, pane_factory) 
     assert "left" not in line and "━" not in line  # no size: no bar, no time left
     rows = pipe.wait(lambda rs: any("EXIT=" in r for r in rs), "the end")
     assert len(_closing(rows)) == 1
-    pipe.close()  # one tmux server at a time: the factory's socket is per test
+    pipe.close()  # one tmux server at a time
     zipped = pane_factory(f"{IPTRAF} -r {gz} -B --speed 1 --json /dev/null")
     rows = zipped.wait(lambda rs: any("frames/s" in r and "left" in r for r in rs),
                        "the gzip's bar (its compressed bytes)")
