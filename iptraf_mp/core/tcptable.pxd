@@ -81,6 +81,7 @@ cdef class TcpTable:
 
     cpdef int fast_packet(self, unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
                           Py_ssize_t wirelen, double ts, int iface_no)
+    cdef void _mark(self, Pair pair)
     cdef void _account(self, Pair pair, Entry e, int size, int win, int flags, double ts,
                        double act)
 

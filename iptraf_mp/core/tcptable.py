@@ -387,6 +387,13 @@ class TcpTable:
         return tlen
 
     @cython.cfunc
+    def _mark(self, pair: Pair) -> cython.void:
+        """`pair` changed: publish it (the flag spares a set of ids, one store a packet)."""
+        if self.dirty is not None and not pair.marked:
+            pair.marked = True
+            self.dirty.append(pair)
+
+    @cython.cfunc
     def _account(self, pair: Pair, e: Entry, size: cython.int, win: cython.int,
                  flags: cython.int, ts: cython.double, act: cython.double) -> cython.void:
         """A packet of `e`'s direction at `ts`, active at `act` (never before the tick)."""
@@ -398,9 +405,7 @@ class TcpTable:
         e.flags_seen |= flags
         e.last_seen = ts
         pair.last_seen = act
-        if self.dirty is not None and not pair.marked:
-            pair.marked = True
-            self.dirty.append(pair)
+        self._mark(pair)
 
     def _state(self, ts: float, pair: Pair, e: Entry, o: Entry, flags: int, seq: int, ack: int,
                size: int) -> None:
@@ -462,9 +467,7 @@ class TcpTable:
         pair.end = end
         pair.ended = True
         pair.closed = True
-        if self.dirty is not None and not pair.marked:
-            pair.marked = True
-            self.dirty.append(pair)
+        self._mark(pair)
         self.ended_lru[pair.id] = pair
         if self.display is not None:
             self.display.mark_closed(pair)
@@ -563,9 +566,7 @@ class TcpTable:
         e.packets += 1
         e.bytes += d.iplen
         e.last_seen = ts
-        if self.dirty is not None and not pair.marked:
-            pair.marked = True
-            self.dirty.append(pair)
+        self._mark(pair)
         return True
 
     def note_fragment(self, fk: FragKey, iplen: int, ts: float) -> None:
@@ -617,9 +618,7 @@ class TcpTable:
             pair.timed_out = True
             pair.closed = True
             pair.end = END_TIMEOUT
-            if self.dirty is not None and not pair.marked:
-                pair.marked = True
-                self.dirty.append(pair)
+            self._mark(pair)
             self.stale_lru[pair.id] = pair
             if self.display is not None:
                 self.display.mark_closed(pair)
