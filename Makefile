@@ -19,6 +19,7 @@ CORE_SRC := $(wildcard iptraf_mp/core/*.py iptraf_mp/core/*.pxd) setup.py
 # The in-process differential tests also run on the source itself (test_compiled.py
 # compares the two builds' output on every capture, the large synflood one included)
 TWIN_TESTS := tests/test_fastpath.py tests/test_split.py tests/test_fastindex.py tests/test_rank.py \
+	tests/test_snapshot.py \
 	tests/test_jsonline.py
 
 .PHONY: all deps venv build run test lint bench fuzz clean

@@ -31,15 +31,12 @@ from operator import attrgetter
 from pathlib import Path
 
 from iptraf_mp.core.model import K_ICMP, K_NON_IP, K_UDP, KIND_NAMES, fmt_addr, fmt_flags, fmt_mac
+from iptraf_mp.core.snapshot import PairSnapshot
 
 from .schema import PAIR_ID_BITS, connect
 
-# One C call per object copies every field the store needs (a 100k-pair snapshot must not
-# hold the monitor's loop for long).
-PAIR_FIELDS = attrgetter("id", "iface", "partial", "first_seen", "last_seen", "end",
-                         "timed_out")
-ENTRY_FIELDS = attrgetter("src", "sport", "dst", "dport", "packets", "bytes", "flags", "smac",
-                          "finsent", "reset", "first_seen", "last_seen", "last_size", "window")
+# One C call per flow copies every field the store needs (a checkpoint must not hold the
+# monitor's loop for long); pairs are copied by core/snapshot.py.
 FLOW_FIELDS = attrgetter("iface", "kind", "proto", "src", "dst", "sport", "dport", "packets",
                          "bytes", "first_seen", "last_seen", "id", "ended")
 _FLAGS = tuple(fmt_flags(i) for i in range(256))  # rule 5's column, by flags byte
@@ -54,7 +51,7 @@ class Checkpoint:
     taken: float  # monotonic, for the lag
     wall: float
     packet_time: float
-    pairs: list[tuple]  # (PAIR_FIELDS, ENTRY_FIELDS a, ENTRY_FIELDS b, released)
+    pairs: list[PairSnapshot]  # core/snapshot.py: pair, entry a, entry b, released
     flows: list[tuple]  # FLOW_FIELDS: the merged flow's id is its flow_id
     counters: tuple  # frames, (packets, bytes) x 6, malformed, untracked, the run's drops
     final: bool = False

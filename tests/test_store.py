@@ -27,6 +27,7 @@ import pytest
 from iptraf_mp.app.cli import build_parser, main, settings_from
 from iptraf_mp.app.localrun import LocalRun
 from iptraf_mp.app.monitor import Monitor
+from iptraf_mp.core.snapshot import pair_snapshots
 from iptraf_mp.core.tcptable import Entry, Pair
 from iptraf_mp.outputs.jsonout import JsonWriter
 from store import query
@@ -954,9 +955,8 @@ def _grow(pairs: list[Pair]) -> None:
 
 
 def _snapshot(seq: int, pairs: list[Pair]) -> cp.Checkpoint:
-    pf, ef = cp.PAIR_FIELDS, cp.ENTRY_FIELDS
     return cp.Checkpoint(seq, time.monotonic(), time.time(), pairs[-1].last_seen,
-                       [(pf(p), ef(p.a), ef(p.b), False) for p in pairs], [], (0,) * 21)
+                         pair_snapshots(pairs, False), [], (0,) * 21)
 
 
 def _writer(tmp_path: Path, name: str = "flows.db") -> tuple[Path, cp.Writer, list[str]]:
