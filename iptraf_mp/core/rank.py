@@ -43,12 +43,20 @@ def _keys(rows: list[Pair], keys: cython.ulonglong[::1], by_packets: cython.bint
           n: cython.Py_ssize_t) -> cython.void:
     i: cython.Py_ssize_t
     p: Pair
-    for i in range(n):
-        p = rows[i]
-        if by_packets:
-            keys[i] = p.a.packets if p.a.packets >= p.b.packets else p.b.packets
-        else:
-            keys[i] = p.a.bytes if p.a.bytes >= p.b.bytes else p.b.bytes
+    q: cython.p_void
+    if cython.compiled:
+        # the pairs read through borrowed pointers (rank.pxd): a reference taken would
+        # write each pair's count, dirtying a million cache lines only to read them
+        for i in range(n):
+            q = _borrowed_item(rows, i)  # noqa: F821
+            keys[i] = _packets_key(q) if by_packets else _bytes_key(q)  # noqa: F821
+    else:
+        for i in range(n):
+            p = rows[i]
+            if by_packets:
+                keys[i] = p.a.packets if p.a.packets >= p.b.packets else p.b.packets
+            else:
+                keys[i] = p.a.bytes if p.a.bytes >= p.b.bytes else p.b.bytes
 
 
 @cython.cfunc
@@ -61,31 +69,32 @@ def _reorder(rows: list[Pair], order: cython.longlong[::1], where: cython.ulongl
     (the same objects: no reference counts change, nothing is freed)."""
     i: cython.Py_ssize_t
     j: cython.Py_ssize_t
-    p: Pair
+    q: cython.p_void
     for j in range(n):
         where[order[j]] = j
-    if not cython.compiled:
+    if cython.compiled:
+        # _borrowed_item, _set_slot and _set_borrowed_item are rank.pxd's C helpers
+        for i in range(n):
+            j = where[i]
+            q = _borrowed_item(rows, i)  # noqa: F821
+            order[j] = cython.cast(cython.longlong, q)
+            _set_slot(q, j)  # noqa: F821
+        for j in range(n):
+            _set_borrowed_item(rows, j, cython.cast(cython.p_void, order[j]))  # noqa: F821
+    else:
         moved = [rows[k] for k in order]
         for i in range(n):
             moved[i].slot = i
         rows[:] = moved
-        return
-    # compiled only: _borrowed_item and _set_borrowed_item are rank.pxd's C macros
-    for i in range(n):
-        j = where[i]
-        order[j] = cython.cast(cython.longlong, _borrowed_item(rows, i))  # noqa: F821
-        p = rows[i]
-        p.slot = j
-    for j in range(n):
-        _set_borrowed_item(rows, j, cython.cast(cython.p_void, order[j]))  # noqa: F821
 
 
 def descending_order(keys: array[int]) -> array[int]:
     """The indexes of `keys` (an array of 'Q') from the largest key to the smallest, equal
-    keys in index order: an array of 'q'."""
+    keys in index order: an array of 'q'. `keys` is scratch space afterwards."""
     n: cython.Py_ssize_t = len(keys)
     # inverted keys and their indexes, moved together pass by pass between two buffers
-    keys_a, keys_b = array("Q", [0]) * n, array("Q", [0]) * n
+    # (the keys' own buffer is the second: a million rows' fresh buffers are page faults)
+    keys_a, keys_b = array("Q", [0]) * n, keys
     order_a, order_b = array("q", [0]) * n, array("q", [0]) * n
     counts = array("q", [0]) * (4 * _BUCKETS)
     _invert(keys, keys_a, order_a, counts, n)
