@@ -331,20 +331,23 @@ class CaptureReader:
             self._packets = chain((first,), gen)
 
     # --- reading ----------------------------------------------------------
-    def _read_more(self, tail: bytes, need: int, offset: int, count: int) -> bytes:
+    def _read_more(self, tail: bytes, need: int, offset: int, count: int,
+                   exact: bool = False) -> bytes:
         """Return ``tail`` extended to at least ``need`` bytes, or shorter at EOF.
 
         ``offset`` (file offset of ``tail``) and ``count`` (packets yielded so
-        far) only serve error messages.
+        far) only serve error messages. ``exact``: read no more than ``need``
+        (a chunk read behind a tail is one copy of the chunk more).
         """
         have = len(tail)
-        parts = [tail]
+        parts = [tail] if tail else []
         read = self._file.read
         if self._read_error is not None:
             raise self._read_error
         while have < need:
             try:
-                chunk = read(max(_CHUNK_SIZE, min(need - have, _MAX_READ)))
+                chunk = read(need - have if exact else max(_CHUNK_SIZE,
+                                                           min(need - have, _MAX_READ)))
             except (EOFError, zlib.error) as err:
                 self._read_error = CaptureFileError(
                     f"{self.path}: truncated or corrupt compressed data near byte "
@@ -364,7 +367,7 @@ class CaptureReader:
                 break
             parts.append(chunk)
             have += len(chunk)
-        return b"".join(parts) if len(parts) > 1 else tail
+        return b"".join(parts) if len(parts) > 1 else parts[0] if parts else tail
 
     def _truncated(self, what: str, offset: int, count: int) -> CaptureFileError:
         return CaptureFileError(
@@ -638,7 +641,11 @@ class RawPcap:
                                       self.base + pos, self.count)
             need += caplen
         self.base += pos
-        buf = self.buf = reader._read_more(buf[pos:], need, self.base, self.count)
+        # A record cut at the buffer's end is completed by reading just what it lacks, and
+        # the next refill reads a chunk of its own: joining a megabyte behind the tail
+        # copied every byte of the file once more (a tenth of a replay's instructions)
+        tail = buf[pos:]
+        buf = self.buf = reader._read_more(tail, need, self.base, self.count, exact=bool(tail))
         self.pos = 0
         if len(buf) < need:
             if not buf:
