@@ -367,7 +367,7 @@ class CaptureReader:
                 break
             parts.append(chunk)
             have += len(chunk)
-        return b"".join(parts) if len(parts) > 1 else parts[0] if parts else tail
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _truncated(self, what: str, offset: int, count: int) -> CaptureFileError:
         return CaptureFileError(

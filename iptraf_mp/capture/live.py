@@ -148,7 +148,7 @@ def _fan_out(name: str, handles: list[Any]) -> None:
             with socket.socket(fileno=os.dup(h.fileno())) as sock:
                 if k == 0:
                     sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack(
-                        "=I", PACKET_FANOUT_HASH << 16 | PACKET_FANOUT_FLAG_UNIQUEID << 16))
+                        "=I", (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_UNIQUEID) << 16))
                     group_id = struct.unpack("=I", sock.getsockopt(
                         SOL_PACKET, PACKET_FANOUT, 4))[0] & 0xFFFF
                 else:

@@ -64,15 +64,15 @@ def _reorder(rows: list[Pair], order: cython.longlong[::1], where: cython.ulongl
              n: cython.Py_ssize_t) -> cython.void:
     """`rows` rearranged in place so that row j holds the old `rows[order[j]]`, each pair
     told its row. At a million rows each pair touched is a cache (and TLB) miss, so each is
-    touched once, in its old order: first each row's new place, inverted into `where` (the
-    keys' buffer, no longer needed); compiled, the list's items are then moved as pointers
-    (the same objects: no reference counts change, nothing is freed)."""
+    touched once, in its old order. Compiled: each row's new place, inverted into `where`
+    (the keys' buffer, no longer needed), then the list's items moved as pointers (the same
+    objects: no reference counts change, nothing is freed)."""
     i: cython.Py_ssize_t
     j: cython.Py_ssize_t
     q: cython.p_void
-    for j in range(n):
-        where[order[j]] = j
     if cython.compiled:
+        for j in range(n):
+            where[order[j]] = j
         # _borrowed_item, _set_slot and _set_borrowed_item are rank.pxd's C helpers
         for i in range(n):
             j = where[i]
