@@ -505,7 +505,8 @@ def main() -> int:
     cap = checksummed(bench_capture(a.packets, a.connections))
     expected_log = 0 if a.console or a.capture_procs else log_count_expected(cap)
     print(f"# bench_live: {os.cpu_count()} cores, capture {cap.name} ({a.packets:,} packets)"
-          + ("" if a.console else f"; a loss-free iptraf-ng style log accounts for "
+          + ("" if a.console or a.capture_procs
+             else f"; a loss-free iptraf-ng style log accounts for "
              f"{expected_log:,} of them")
           + f"; load average {os.getloadavg()[0]:.1f}\n", flush=True)
     rows: list[Row] = []
