@@ -22,6 +22,21 @@ from iptraf_mp.core.batch_format import BatchError
 from iptraf_mp.core.decode import decode
 from iptraf_mp.core.engine import Engine, PacketClock, Settings
 from iptraf_mp.core.fastpath import feed_batch, feed_pcap, feed_records
+from iptraf_mp.core.frame import (
+    dst_addr,
+    dst_endpoint,
+    plain_tcp_len,
+    src_addr,
+    src_endpoint,
+    src_mac,
+    tcp_ack,
+    tcp_flags,
+    tcp_frame_len,
+    tcp_payload_len,
+    tcp_seq,
+    tcp_window,
+)
+from iptraf_mp.core.model import FRAG_NONE, K_TCP
 from iptraf_mp.core.publication import track_changes
 from shards.batch import carried, encode_batch
 
@@ -225,6 +240,37 @@ def test_unknown_interface_goes_to_the_callback_in_order() -> None:
                         lambda n, r: seen.append(n)) == 2
     assert seen == [2]
     assert engine.summary.frames == 2
+
+
+@pytest.mark.parametrize("cap", CAPTURES, ids=lambda p: p.name)
+def test_a_frame_the_table_reads_in_place_is_what_decode_reads(cap: Path) -> None:
+    """TcpTable.frame_packet takes a frame only if frame.tcp_frame_len does, and then reads
+    its fields from the frame itself: they must be the decoder's, and every frame the
+    decoder reads as a well-formed unfragmented option-less IPv4 TCP packet right behind
+    an Ethernet header must be taken, but for a TSO super-segment (IP length 0: the decoder
+    counts the frame's length, decode.py), which goes the general way."""
+    records, ifaces = _records(cap)
+    taken = 0
+    for _n, _ts, wirelen, ifidx, data in records:
+        if ifaces[ifidx][1] != 1:
+            continue
+        d = decode(1, data, wirelen)
+        tlen = tcp_frame_len(data, 0, len(data), wirelen)
+        plain = (d.kind == K_TCP and d.ipver == 4 and not d.malformed and d.frag == FRAG_NONE
+                 and data[12:15] == b"\x08\x00\x45" and data[16:18] != b"\0\0")
+        assert (tlen >= 0) == plain, d
+        if plain:
+            taken += 1
+            es, ed = src_endpoint(data, 0), dst_endpoint(data, 0)
+            assert (tlen, tcp_payload_len(data, 0, tlen), tcp_flags(data, 0), tcp_seq(data, 0),
+                    tcp_ack(data, 0), tcp_window(data, 0), src_addr(data, 0),
+                    dst_addr(data, 0), es & 0xFFFF, ed & 0xFFFF, src_mac(data, 0)) == \
+                (d.iplen, d.paylen, d.flags, d.seq, d.ack, d.win, d.src, d.dst, d.sport,
+                 d.dport, d.smac)
+            assert (plain_tcp_len(data, 0, len(data), wirelen) >= 0) == \
+                (not d.flags & (FIN | SYN | RST))
+    if cap.name == "http_get.pcap":
+        assert taken > 0  # the test reads something
 
 
 # ---- what the capture process carries to a shard (shards/batch.py carried) -----------------

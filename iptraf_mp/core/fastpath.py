@@ -99,6 +99,12 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
                     nos[ifindex] = ifno
             tlen = tcp.fast_packet(data, 0, len(data), wirelen, ts, ifno) \
                 if ifno >= 0 else -1
+            if tlen < 0:
+                tlen = tcp.frame_packet(data, 0, len(data), wirelen, ts, name, ifno, frame_no)
+                if ifno < 0:
+                    ifno = iface_nos.get(name, -1)
+                    if ifno >= 0:
+                        nos[ifindex] = ifno
             if tlen >= 0:
                 if ts > now:
                     now = ts
@@ -159,8 +165,14 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
         # as the record reader computes it: sec + frac / units, correctly rounded
         ts = sec + frac / units
         n += 1
-        if (ts <= now or ts < nxt) and ether and iface_no >= 0:
-            tlen = tcp.fast_packet(p, start, caplen, wirelen, ts, iface_no)
+        if (ts <= now or ts < nxt) and ether:
+            tlen = tcp.fast_packet(p, start, caplen, wirelen, ts, iface_no) \
+                if iface_no >= 0 else -1
+            if tlen < 0:
+                tlen = tcp.frame_packet(p, start, caplen, wirelen, ts, name, iface_no,
+                                        frame_no + n)
+                if iface_no < 0:
+                    iface_no = iface_nos.get(name, -1)
             if tlen >= 0:
                 if ts > now:
                     now = ts
@@ -281,6 +293,13 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
                     nos[ifindex] = ifno
             tlen = tcp.fast_packet(p, start, caplen, wirelen, ts, ifno) \
                 if ifno >= 0 else -1
+            if tlen < 0:
+                tlen = tcp.frame_packet(p, start, caplen, wirelen, ts, name, ifno,
+                                        _le64(p, start - _RECORD_HDR))
+                if ifno < 0:
+                    ifno = iface_nos.get(name, -1)
+                    if ifno >= 0:
+                        nos[ifindex] = ifno
             if tlen >= 0:
                 if ts > now:
                     now = ts

@@ -24,6 +24,8 @@ OFF_SRC = cython.declare(cython.Py_ssize_t, 26)
 OFF_DST = cython.declare(cython.Py_ssize_t, 30)
 OFF_SPORT = cython.declare(cython.Py_ssize_t, 34)
 OFF_DPORT = cython.declare(cython.Py_ssize_t, 36)
+OFF_SEQ = cython.declare(cython.Py_ssize_t, 38)
+OFF_ACK = cython.declare(cython.Py_ssize_t, 42)
 OFF_DOFF = cython.declare(cython.Py_ssize_t, 46)
 OFF_FLAGS = cython.declare(cython.Py_ssize_t, 47)
 OFF_WIN = cython.declare(cython.Py_ssize_t, 48)
@@ -81,20 +83,37 @@ def u32(p: cython.p_uchar, off: cython.Py_ssize_t, big_endian: cython.bint) -> c
 
 
 @cython.ccall
-def plain_tcp_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
+def tcp_frame_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
                   wirelen: cython.Py_ssize_t) -> cython.int:
     """The IPv4 total length of a plain frame (at `off` in `p`, of `caplen` captured bytes)
-    that carries no FIN, SYN or RST and is not a fragment; -1 for any other frame."""
+    that is not a fragment, whatever its flags; -1 for any other frame. The checks are the
+    decoder's for this case (decode.py), so a frame that passes decodes as a well-formed
+    TCP packet with these fields."""
     if caplen < PLAIN_MIN or p[off + OFF_VIHL] != 0x45 or p[off + OFF_ETYPE] != 8 \
             or p[off + OFF_ETYPE + 1] != 0 or p[off + OFF_PROTO] != 6:
         return -1
-    if be16(p, off + OFF_FRAG) & 0x3FFF or p[off + OFF_FLAGS] & STATEFUL:
+    if be16(p, off + OFF_FRAG) & 0x3FFF:
         return -1
     doff: cython.int = p[off + OFF_DOFF]
     tlen: cython.int = be16(p, off + OFF_TLEN)
     if doff < 0x50 or not 20 + ((doff >> 4) << 2) <= tlen <= wirelen - ETH_HDR:
         return -1
     return tlen
+
+
+@cython.ccall
+def plain_tcp_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
+                  wirelen: cython.Py_ssize_t) -> cython.int:
+    """`tcp_frame_len` of a plain frame that carries no FIN, SYN or RST; -1 for any other."""
+    if caplen < PLAIN_MIN or p[off + OFF_FLAGS] & STATEFUL:
+        return -1
+    return tcp_frame_len(p, off, caplen, wirelen)
+
+
+@cython.ccall
+def tcp_payload_len(p: cython.p_uchar, off: cython.Py_ssize_t, tlen: cython.int) -> cython.int:
+    """The TCP payload length of a plain frame whose IPv4 total length is `tlen`."""
+    return tlen - 20 - ((p[off + OFF_DOFF] >> 4) << 2)
 
 
 @cython.ccall
@@ -152,6 +171,16 @@ def tcp_flags(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.int:
 
 
 @cython.ccall
+def tcp_seq(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
+    return be32(p, off + OFF_SEQ)
+
+
+@cython.ccall
+def tcp_ack(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
+    return be32(p, off + OFF_ACK)
+
+
+@cython.ccall
 def tcp_window(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.uint:
     return be16(p, off + OFF_WIN)
 
@@ -160,6 +189,22 @@ def tcp_window(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.uint:
 def same_smac(p: cython.p_uchar, off: cython.Py_ssize_t, mac: object) -> cython.bint:
     """The source MAC of the frame at `off` is `mac`."""
     return same_mac(p, off + OFF_SMAC, mac)
+
+
+@cython.ccall
+def src_addr(p: cython.p_uchar, off: cython.Py_ssize_t) -> bytes:
+    """The plain frame's packed source address, as the decoder gives it."""
+    return p[off + OFF_SRC:off + OFF_SRC + 4]
+
+
+@cython.ccall
+def dst_addr(p: cython.p_uchar, off: cython.Py_ssize_t) -> bytes:
+    return p[off + OFF_DST:off + OFF_DST + 4]
+
+
+@cython.ccall
+def src_mac(p: cython.p_uchar, off: cython.Py_ssize_t) -> bytes:
+    return p[off + OFF_SMAC:off + OFF_SMAC + 6]
 
 
 @cython.ccall

@@ -5,8 +5,10 @@
 cimport cython
 
 from iptraf_mp.core.fastindex cimport FastIndex
-from iptraf_mp.core.frame cimport (dst_endpoint, endpoint, fast_key, plain_tcp_len, same_smac,
-                                   src_endpoint, tcp_flags, tcp_window)
+from iptraf_mp.core.frame cimport (dst_addr, dst_endpoint, endpoint, fast_key, plain_tcp_len,
+                                   same_smac, src_addr, src_endpoint, src_mac, tcp_ack,
+                                   tcp_flags, tcp_frame_len, tcp_payload_len, tcp_seq,
+                                   tcp_window)
 
 
 cdef class Entry:
@@ -81,6 +83,23 @@ cdef class TcpTable:
 
     cpdef int fast_packet(self, unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
                           Py_ssize_t wirelen, double ts, int iface_no)
+    cpdef int frame_packet(self, unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
+                           Py_ssize_t wirelen, double ts, str iface, int iface_no,
+                           long long pair_id)
+    cdef Pair _open(self, double ts, double act, str iface, bytes src, int sport, bytes dst,
+                    int dport, int flags, int paylen, object pair_id, object key, Pair old)
+    cdef void _new_mac(self, double ts, Pair pair, Entry e, Entry o, object smac, int size)
+    cdef void _update(self, double ts, double act, Pair pair, Entry e, Entry o, int size,
+                      int flags, unsigned long long seq, unsigned long long ack, int win,
+                      object first_frag)
+    cdef void _state(self, double ts, Pair pair, Entry e, Entry o, int flags,
+                     unsigned long long seq, unsigned long long ack, int size)
+    cdef Pair _create(self, double ts, double act, str iface, bytes src, int sport, bytes dst,
+                      int dport, int flags, object pair_id, object key)
+    cdef void _end(self, Pair pair, str end, long long sec)
+    cdef void _retire(self, Pair pair)
+    cdef void _index(self, Pair pair)
+    cdef void _answered(self, Pair pair)
     cdef void _mark(self, Pair pair)
     cdef void _account(self, Pair pair, Entry e, int size, int win, int flags, double ts,
                        double act)

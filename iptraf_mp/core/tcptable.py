@@ -29,13 +29,20 @@ import cython
 
 from .fastindex import FastIndex
 from .frame import (
+    dst_addr,
     dst_endpoint,
     endpoint,
     fast_key,
     plain_tcp_len,
     same_smac,
+    src_addr,
     src_endpoint,
+    src_mac,
+    tcp_ack,
     tcp_flags,
+    tcp_frame_len,
+    tcp_payload_len,
+    tcp_seq,
     tcp_window,
 )
 from .model import (
@@ -64,6 +71,8 @@ FRAG_MAX_AGE = 60.0  # seconds, as a reassembly timeout would
 
 # (interface, lower address, its port, higher address, its port): both directions' key
 ConnKey: TypeAlias = tuple[str, bytes, int, bytes, int]
+# a pair's id (its first frame's number): an alias, so compiled it stays an object
+PairId: TypeAlias = int
 FragKey: TypeAlias = tuple[bytes, bytes, int, int]  # (src, dst, IP protocol, IP id)
 
 
@@ -283,7 +292,6 @@ class TcpTable:
          smac, _dmac, _info, _bad) = d
         # typed: compiled, their fields are read and written as C fields
         pair: Pair | None
-        a: Entry
         e: Entry
         o: Entry
         if frag == FRAG_LATER:
@@ -296,37 +304,120 @@ class TcpTable:
         act = ts if ts >= self.clock else self.clock  # see the module docstring
         pair = self.live.get(key)
         if pair is None or (pair.ended and flags & TH_SYN):
-            # rule 2: only a SYN or data creates a pair; a RST never does
-            if flags & TH_RST or not (flags & TH_SYN or paylen > 0):
+            pair = self._open(ts, act, iface, src, sport, dst, dport, flags, paylen, pair_id,
+                              key, pair)
+            if pair is None:
                 return False
-            if pair is not None:
-                self._retire(pair)  # a new connection on the same ports: the old one is done
-            if len(self.pairs) >= self.max_pairs and not self._make_room():
-                self.untracked += 1
-                return False
-            pair = self._create(ts, act, iface, d, pair_id, key)
-        a = pair.a
+        a: Entry = pair.a
         # a's source is this packet's source, unless both ends are the same socket address
         if a.sport == sport and a.src == src:
             e, o = a, pair.b
         else:
             e, o = pair.b, a
+        if smac != e.smac:
+            self._new_mac(ts, pair, e, o, smac, size)
+        self._update(ts, act, pair, e, o, size, flags, seq, ack, win,
+                     d if frag == FRAG_FIRST else None)
+        return True
+
+    @cython.ccall
+    def frame_packet(self, p: cython.p_uchar, off: cython.Py_ssize_t,
+                     caplen: cython.Py_ssize_t, wirelen: cython.Py_ssize_t, ts: cython.double,
+                     iface: str, iface_no: cython.int, pair_id: cython.longlong) -> cython.int:
+        """`packet` for the Ethernet frame at `off` in `p`, read where it lies, when it is a
+        plain TCP frame whatever its flags (frame.tcp_frame_len: what `decode` would give as
+        a well-formed, unfragmented IPv4 TCP packet); returns its IP length, or -1 when
+        `decode` and `packet` must take it (nothing has changed then). The fast path's
+        leftovers (a SYN, FIN or RST, a new connection, a first packet, a new second)
+        come here, so they too cost no decoded record; only a new connection's key and
+        addresses are made as objects. `iface_no` is the interface's number, -1 if none."""
+        tlen: cython.int = tcp_frame_len(p, off, caplen, wirelen)
+        if tlen < 0:
+            return -1
+        es: cython.ulonglong = src_endpoint(p, off)
+        ed: cython.ulonglong = dst_endpoint(p, off)
+        lo: cython.ulonglong = es if es <= ed else ed
+        hi: cython.ulonglong = ed if es <= ed else es
+        pair: Pair | None = None
+        if iface_no >= 0:
+            found = self.fast.get(fast_key(lo, hi, iface_no))
+            if found is not None:
+                pair = cython.cast(Pair, found)
+                if pair.lo_ep != lo or pair.hi_ep != hi or pair.iface_no != iface_no:
+                    pair = None  # another connection's key
+        flags: cython.int = tcp_flags(p, off)
+        act: cython.double = ts if ts >= self.clock else self.clock
+        if pair is None or (pair.ended and flags & TH_SYN):
+            src = src_addr(p, off)
+            dst = dst_addr(p, off)
+            sport: cython.int = es & 0xFFFF
+            dport: cython.int = ed & 0xFFFF
+            if es <= ed:
+                key = (iface, src, sport, dst, dport)
+            else:
+                key = (iface, dst, dport, src, sport)
+            if pair is None:
+                pair = self.live.get(key)  # one the index left out (its key collided)
+            if pair is None or (pair.ended and flags & TH_SYN):
+                pair = self._open(ts, act, iface, src, sport, dst, dport, flags,
+                                  tcp_payload_len(p, off, tlen), pair_id, key, pair)
+                if pair is None:
+                    return tlen  # counted in the summary, as `decode` + `Engine.feed` would
+        e: Entry
+        o: Entry
+        if es == pair.a_ep:
+            e, o = pair.a, pair.b
+        else:
+            e, o = pair.b, pair.a
+        if not same_smac(p, off, e.smac):
+            self._new_mac(ts, pair, e, o, src_mac(p, off), tlen)
+        self._update(ts, act, pair, e, o, tlen, flags, tcp_seq(p, off), tcp_ack(p, off),
+                     tcp_window(p, off), None)
+        return tlen
+
+    @cython.cfunc
+    def _open(self, ts: cython.double, act: cython.double, iface: str, src: bytes,
+              sport: cython.int, dst: bytes, dport: cython.int, flags: cython.int,
+              paylen: cython.int, pair_id: PairId, key: ConnKey, old: Pair | None) \
+            -> Pair | None:
+        """A packet with no open pair on its key (`old`: an ended one, or None): the pair
+        it creates, or None when it creates none."""
+        # rule 2: only a SYN or data creates a pair; a RST never does
+        if flags & TH_RST or not (flags & TH_SYN or paylen > 0):
+            return None
+        if old is not None:
+            self._retire(old)  # a new connection on the same ports: the old one is done
+        if len(self.pairs) >= self.max_pairs and not self._make_room():
+            self.untracked += 1
+            return None
+        return self._create(ts, act, iface, src, sport, dst, dport, flags, pair_id, key)
+
+    @cython.cfunc
+    def _new_mac(self, ts: cython.double, pair: Pair, e: Entry, o: Entry, smac: Mac,
+                 size: cython.int) -> cython.void:
+        if self.log_events and e.smac is not None:
+            ev = self._event("mac", ts, pair, e, o, size)
+            ev.mac, ev.old_mac = smac, e.smac
+        # a router sees few MACs: one object each instead of one per entry
+        e.smac = self.macs.setdefault(smac, smac) if len(self.macs) < 65536 else smac
+
+    @cython.cfunc
+    def _update(self, ts: cython.double, act: cython.double, pair: Pair, e: Entry, o: Entry,
+                size: cython.int, flags: cython.int, seq: cython.ulonglong,
+                ack: cython.ulonglong, win: cython.int, first_frag: Decoded | None) \
+            -> cython.void:
+        """A packet of `e`'s direction (o the other's) of `pair`: its counters, its idle
+        list, its state (`first_frag`: its decoded record if it is a first fragment)."""
         if pair.halfopen and e is pair.b:
             self._answered(pair)  # the peer spoke: no longer a lone SYN
-        if smac != e.smac:
-            if self.log_events and e.smac is not None:
-                ev = self._event("mac", ts, pair, e, o, size)
-                ev.mac, ev.old_mac = smac, e.smac
-            # a router sees few MACs: one object each instead of one per entry
-            e.smac = self.macs.setdefault(smac, smac) if len(self.macs) < 65536 else smac
         if e.packets == 0:
             e.first_seen = ts
             if self.log_events and not flags & TH_RST:
                 self._event("first", ts, pair, e, o, size, syn=bool(flags & TH_SYN))
         self._account(pair, e, size, win, flags, ts, act)
-        if frag == FRAG_FIRST:
-            self._first_fragment(ts, d, pair, e)
-        sec = int(act)
+        if first_frag is not None:
+            self._first_fragment(ts, first_frag, pair, e)
+        sec: cython.longlong = int(act)
         if sec > pair.lru_sec:
             if pair.ended:
                 lru = self.ended_lru
@@ -343,11 +434,10 @@ class TcpTable:
         if pair.ended:
             # A late ACK or retransmission after FIN/RST: still this connection's (tshark
             # counts it so too), so it counts here, but the pair stays ended.
-            return True
+            return
         # A plain ACK changes no state unless it may acknowledge the peer's FIN.
         if flags & (TH_FIN | TH_RST) or o.finsent == 1:
             self._state(ts, pair, e, o, flags, seq, ack, size)
-        return True
 
     @cython.ccall
     def fast_packet(self, p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
@@ -407,8 +497,9 @@ class TcpTable:
         pair.last_seen = act
         self._mark(pair)
 
-    def _state(self, ts: float, pair: Pair, e: Entry, o: Entry, flags: int, seq: int, ack: int,
-               size: int) -> None:
+    @cython.cfunc
+    def _state(self, ts: cython.double, pair: Pair, e: Entry, o: Entry, flags: cython.int,
+               seq: cython.ulonglong, ack: cython.ulonglong, size: cython.int) -> cython.void:
         # The order is iptraf-ng's (behaviour section 1): ack of the peer's FIN, FIN, RST.
         if flags & TH_ACK and o.finsent == 1 and seq == o.finack:
             o.finsent = 2
@@ -430,26 +521,29 @@ class TcpTable:
         elif e.finsent == 2 and o.finsent == 2:
             self._end(pair, END_FIN, pair.lru_sec)
 
-    def _create(self, ts: float, act: float, iface: str, d: Decoded, pair_id: int,
-                key: ConnKey) -> Pair:
-        a = Entry(d.src, d.sport, d.dst, d.dport)
-        b = Entry(d.dst, d.dport, d.src, d.sport)
-        pair = Pair(pair_id, iface, a, b, not d.flags & TH_SYN, ts, act, lru_sec=int(act))
+    @cython.cfunc
+    def _create(self, ts: cython.double, act: cython.double, iface: str, src: bytes,
+                sport: cython.int, dst: bytes, dport: cython.int, flags: cython.int,
+                pair_id: PairId, key: ConnKey) -> Pair:
+        a = Entry(src, sport, dst, dport)
+        b = Entry(dst, dport, src, sport)
+        pair = Pair(pair_id, iface, a, b, not flags & TH_SYN, ts, act, lru_sec=int(act))
         if self.display is not None:
             self.display.add(pair)
         self.pairs[pair_id] = pair
         self.live[key] = pair
-        if len(d.src) == 4 and len(d.dst) == 4:
+        if len(src) == 4 and len(dst) == 4:
             self._index(pair)
         self.open_lru[pair_id] = pair
-        if d.flags & (TH_SYN | TH_ACK) == TH_SYN:
+        if flags & (TH_SYN | TH_ACK) == TH_SYN:
             pair.halfopen = True
-            hk = (iface, d.dst)
+            hk = (iface, dst)
             self.halfopen[hk] = self.halfopen.get(hk, 0) + 1
         self.created += 1
         return pair
 
-    def _end(self, pair: Pair, end: str, sec: int) -> None:
+    @cython.cfunc
+    def _end(self, pair: Pair, end: str, sec: cython.longlong) -> cython.void:
         """The connection ended (FIN, RST, ICMP) in clock second `sec`: its row becomes
         reusable (rule 8), and it lingers CLOSED_LINGER from then (an ICMP error ends a pair
         later than its last packet: from that, it would join ended_lru out of order)."""
@@ -472,7 +566,8 @@ class TcpTable:
         if self.display is not None:
             self.display.mark_closed(pair)
 
-    def _retire(self, pair: Pair) -> None:
+    @cython.cfunc
+    def _retire(self, pair: Pair) -> cython.void:
         """The pair leaves the engine: it is written out and stops counting."""
         if pair.retired:
             return
@@ -498,7 +593,8 @@ class TcpTable:
             no = self.iface_nos[iface] = len(self.iface_nos)
         return no
 
-    def _index(self, pair: Pair) -> None:
+    @cython.cfunc
+    def _index(self, pair: Pair) -> cython.void:
         a = pair.a
         ea = endpoint(int.from_bytes(a.src, "big"), a.sport)
         eb = endpoint(int.from_bytes(a.dst, "big"), a.dport)
@@ -509,7 +605,8 @@ class TcpTable:
         if self.fast.put(fk, pair):
             pair.fkey = fk
 
-    def _answered(self, pair: Pair) -> None:
+    @cython.cfunc
+    def _answered(self, pair: Pair) -> cython.void:
         pair.halfopen = False
         hk = (pair.iface, pair.a.dst)
         n = self.halfopen.get(hk, 0) - 1
