@@ -144,19 +144,29 @@ def test_flows_stay_in_idle_order_and_the_tick_stops_at_the_first_young_one() ->
         assert all(t - f.last_seen < 5.0 + 1.0 for f in e.other.flows.values())
     looked = []
 
-    class Spy(dict):
-        def values(self):  # what the tick iterates over
-            for f in super().values():
-                looked.append(f)
-                yield f
+    class Spy(OtherFlow):
+        """A flow that notes each look at its place in the idle order (what the tick's scan
+        compares)."""
+
+        __slots__ = ()
+
+        def __getattribute__(self, name: str) -> object:
+            if name == "lru_next":
+                looked.append(self)
+            return super().__getattribute__(name)
+
+    def spy_on(flows: dict) -> None:
+        for f in flows.values():
+            f.__class__ = Spy
 
     one = One(flow_idle=5.0)
     e = one.engine
     for i in range(5000):
         one.feed(T0 + i / 5000, udp_frame(1000 + i))
-    e.other.flows = Spy(e.other.flows)
+    spy_on(e.other.flows)
     one.feed(T0 + 3.0, udp_frame(1))  # its tick: none can be idle 5 s, one flow looked at
     assert len(looked) == 1 and len(e.other.flows) == 5001
+    spy_on(e.other.flows)
     looked.clear()
     e.tick(T0 + 7.0)  # the 5000 are idle 6-7 s: they end; the scan stops at the young one
     assert len(looked) == 5001 and [f.sport for f in e.other.flows.values()] == [1]

@@ -36,6 +36,7 @@ from .decode import decode
 from .engine import Engine
 from .frame import le32, u32
 from .model import Packet
+from .othertable import OtherTable
 from .tcptable import TcpTable
 
 _INF = float("inf")
@@ -56,6 +57,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
     late); with no `other` it is an error of the caller's.
     """
     tcp: TcpTable = engine.tcp
+    flows: OtherTable = engine.other
     feed = engine.feed
     get_iface = ifaces.get
     # interface index -> its number in the table, once it has one (a pair made on it)
@@ -63,10 +65,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
     iface_nos = tcp.iface_nos
     ifno: cython.int
     frames: cython.Py_ssize_t = 0
-    fast: cython.Py_ssize_t = 0
-    nbytes: cython.longlong = 0
-    fast_name: str = ""  # the interface `fast` and `nbytes` count
-    tlen: cython.int
+    tally = _Tally(engine)
     ts: cython.double
     # The packet clock in locals, written back before anything else may read it; the newest
     # tick's time changes only in the general path and in `other`
@@ -78,9 +77,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
         ts_obj, ifindex, data, wirelen = rec
         ifc = get_iface(ifindex)
         if ifc is None:
-            if fast:
-                _count(engine, fast, nbytes, fast_name)
-                fast = nbytes = 0
+            tally.flush()
             if now != now0:
                 _set_now(engine, now)
             other(frame_no, rec)  # type: ignore[misc]
@@ -97,24 +94,10 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
                 ifno = iface_nos.get(name, -1)
                 if ifno >= 0:
                     nos[ifindex] = ifno
-            tlen = tcp.fast_packet(data, 0, len(data), wirelen, ts, ifno) \
-                if ifno >= 0 else -1
-            if tlen < 0:
-                tlen = tcp.frame_packet(data, 0, len(data), wirelen, ts, name, ifno, frame_no)
-                if ifno < 0:
-                    ifno = iface_nos.get(name, -1)
-                    if ifno >= 0:
-                        nos[ifindex] = ifno
-            if tlen >= 0:
+            if _in_place(tcp, flows, data, 0, len(data), wirelen, ts, name, ifno, frame_no,
+                         tally):
                 if ts > now:
                     now = ts
-                if name is not fast_name:  # the counts so far are another interface's
-                    if fast:
-                        _count(engine, fast, nbytes, fast_name)
-                        fast = nbytes = 0
-                    fast_name = name
-                fast += 1
-                nbytes += tlen
                 continue
         if now != now0:
             _set_now(engine, now)
@@ -123,8 +106,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
         now0 = now
     if now != now0:
         _set_now(engine, now)
-    if fast:
-        _count(engine, fast, nbytes, fast_name)
+    tally.flush()
     return frames
 
 
@@ -136,6 +118,7 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
     how many were fed. Each frame is read where it lies: only a frame the general path
     takes is copied out of `buf`. `units` is the timestamp fraction's per second."""
     tcp: TcpTable = engine.tcp
+    flows: OtherTable = engine.other
     feed = engine.feed
     iface_nos = tcp.iface_nos
     iface_no: cython.int = iface_nos.get(name, -1)  # -1 until a pair is made on it
@@ -143,14 +126,12 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
     p: cython.p_uchar = buf
     end: cython.Py_ssize_t = len(buf)
     n: cython.Py_ssize_t = 0
-    fast: cython.Py_ssize_t = 0
-    nbytes: cython.longlong = 0
+    tally = _Tally(engine)
     sec: cython.ulonglong
     frac: cython.ulonglong
     caplen: cython.Py_ssize_t
     wirelen: cython.Py_ssize_t
     start: cython.Py_ssize_t
-    tlen: cython.int
     ts: cython.double
     now: cython.double
     nxt: cython.double
@@ -165,21 +146,15 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
         # as the record reader computes it: sec + frac / units, correctly rounded
         ts = sec + frac / units
         n += 1
-        if (ts <= now or ts < nxt) and ether:
-            tlen = tcp.fast_packet(p, start, caplen, wirelen, ts, iface_no) \
-                if iface_no >= 0 else -1
-            if tlen < 0:
-                tlen = tcp.frame_packet(p, start, caplen, wirelen, ts, name, iface_no,
-                                        frame_no + n)
-                if iface_no < 0:
-                    iface_no = iface_nos.get(name, -1)
-            if tlen >= 0:
-                if ts > now:
-                    now = ts
-                fast += 1
-                nbytes += tlen
-                pos = start + caplen
-                continue
+        if (ts <= now or ts < nxt) and ether and \
+                _in_place(tcp, flows, p, start, caplen, wirelen, ts, name, iface_no,
+                          frame_no + n, tally):
+            if ts > now:
+                now = ts
+            if iface_no < 0:
+                iface_no = iface_nos.get(name, -1)
+            pos = start + caplen
+            continue
         if now != now0:
             _set_now(engine, now)
         feed(ts, name, decode(linktype, buf[start:start + caplen], wirelen), frame_no + n)
@@ -190,8 +165,7 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
         pos = start + caplen
     if now != now0:
         _set_now(engine, now)
-    if fast:
-        _count(engine, fast, nbytes, name)
+    tally.flush()
     return pos, n
 
 
@@ -243,6 +217,7 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
     (`check_batch`): a malformed batch raises BatchError and feeds nothing."""
     count: cython.Py_ssize_t = check_batch(buf)
     tcp: TcpTable = engine.tcp
+    flows: OtherTable = engine.other
     feed = engine.feed
     get_iface = ifaces.get
     nos: dict[int, int] = {}
@@ -256,10 +231,7 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
     ifindex: cython.Py_ssize_t
     ifno: cython.int
     frames: cython.Py_ssize_t = 0
-    fast: cython.Py_ssize_t = 0
-    nbytes: cython.longlong = 0
-    fast_name: str = ""  # the interface `fast` and `nbytes` count
-    tlen: cython.int
+    tally = _Tally(engine)
     ts: cython.double
     now: cython.double
     nxt: cython.double
@@ -274,9 +246,7 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
         off = start + caplen
         ifc = get_iface(ifindex)
         if ifc is None:
-            if fast:
-                _count(engine, fast, nbytes, fast_name)
-                fast = nbytes = 0
+            tally.flush()
             if now != now0:
                 _set_now(engine, now)
             other(_le64(p, start - _RECORD_HDR), (ts, ifindex, buf[start:off], wirelen))
@@ -291,25 +261,10 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
                 ifno = iface_nos.get(name, -1)
                 if ifno >= 0:
                     nos[ifindex] = ifno
-            tlen = tcp.fast_packet(p, start, caplen, wirelen, ts, ifno) \
-                if ifno >= 0 else -1
-            if tlen < 0:
-                tlen = tcp.frame_packet(p, start, caplen, wirelen, ts, name, ifno,
-                                        _le64(p, start - _RECORD_HDR))
-                if ifno < 0:
-                    ifno = iface_nos.get(name, -1)
-                    if ifno >= 0:
-                        nos[ifindex] = ifno
-            if tlen >= 0:
+            if _in_place(tcp, flows, p, start, caplen, wirelen, ts, name, ifno,
+                         _le64(p, start - _RECORD_HDR), tally):
                 if ts > now:
                     now = ts
-                if name is not fast_name:  # the counts so far are another interface's
-                    if fast:
-                        _count(engine, fast, nbytes, fast_name)
-                        fast = nbytes = 0
-                    fast_name = name
-                fast += 1
-                nbytes += tlen
                 continue
         if now != now0:
             _set_now(engine, now)
@@ -318,8 +273,7 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
         now0 = now
     if now != now0:
         _set_now(engine, now)
-    if fast:
-        _count(engine, fast, nbytes, fast_name)
+    tally.flush()
     return frames
 
 
@@ -338,13 +292,68 @@ def _set_now(engine: Engine, now: float) -> None:
         engine.clock.now = now
 
 
-def _count(engine: Engine, packets: int, nbytes: int, iface: str) -> None:
-    """The summary lines of frames the fast path took on `iface`: TCP, and so IP (rule 14),
-    and the interface's."""
-    s = engine.summary
-    s.count_iface(iface, packets, nbytes)
-    s.frames += packets
-    s.tcp.packets += packets
-    s.tcp.bytes += nbytes
-    s.ip.packets += packets
-    s.ip.bytes += nbytes
+@cython.cfunc
+@cython.inline
+@cython.exceptval(-1, check=False)
+def _in_place(tcp: TcpTable, other: OtherTable, p: cython.p_uchar, off: cython.Py_ssize_t,
+              caplen: cython.Py_ssize_t, wirelen: cython.Py_ssize_t, ts: cython.double,
+              name: str, ifno: cython.int, frame_no: cython.longlong,
+              tally: _Tally) -> cython.int:
+    """The Ethernet frame at `off` in `p`, on interface `name` (its number `ifno`, -1 if
+    none yet), accounted where it lies if a table can: a plain TCP frame of an open pair
+    that changes only counters (`fast_packet`), any other plain TCP frame
+    (`TcpTable.frame_packet`), a plain UDP frame (`OtherTable.frame_packet`); counted in
+    `tally` then. 0 when `decode` + `Engine.feed` must take it (nothing changed), else 1."""
+    tlen: cython.int = tcp.fast_packet(p, off, caplen, wirelen, ts, ifno) if ifno >= 0 else -1
+    if tlen < 0:
+        tlen = tcp.frame_packet(p, off, caplen, wirelen, ts, name, ifno, frame_no)
+    if tlen >= 0:
+        return tally.add(name, tlen, False)
+    tlen = other.frame_packet(p, off, caplen, wirelen, ts, name, frame_no)
+    if tlen >= 0:
+        return tally.add(name, tlen, True)
+    return 0
+
+
+@cython.cclass
+class _Tally:
+    """The summary lines of the frames the in-place paths took on one interface since the
+    last `flush`: added to the engine's summary in one go (TCP or UDP, and so IP: rule 14,
+    and the interface's), instead of a dozen attribute updates a frame."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.name = ""
+        self.tcp = self.tcp_bytes = self.udp = self.udp_bytes = 0
+
+    @cython.cfunc
+    @cython.exceptval(-1, check=False)
+    def add(self, name: str, iplen: cython.int, udp: cython.bint) -> cython.int:
+        """Counts a frame of `name`; 1 (what `_in_place` answers for a frame taken)."""
+        if name is not self.name:  # the counts so far are another interface's
+            self.flush()
+            self.name = name
+        if udp:
+            self.udp += 1
+            self.udp_bytes += iplen
+        else:
+            self.tcp += 1
+            self.tcp_bytes += iplen
+        return 1
+
+    @cython.ccall
+    def flush(self) -> cython.void:
+        packets: cython.longlong = self.tcp + self.udp
+        if not packets:
+            return
+        nbytes: cython.longlong = self.tcp_bytes + self.udp_bytes
+        s = self.engine.summary
+        s.count_iface(self.name, packets, nbytes)
+        s.frames += packets
+        s.ip.packets += packets
+        s.ip.bytes += nbytes
+        s.tcp.packets += self.tcp
+        s.tcp.bytes += self.tcp_bytes
+        s.udp.packets += self.udp
+        s.udp.bytes += self.udp_bytes
+        self.tcp = self.tcp_bytes = self.udp = self.udp_bytes = 0

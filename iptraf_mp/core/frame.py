@@ -13,11 +13,13 @@ import cython
 
 ETH_HDR = cython.declare(cython.Py_ssize_t, 14)
 PLAIN_MIN = cython.declare(cython.Py_ssize_t, 54)  # Ethernet + 20 bytes of IPv4 + 20 of TCP
+UDP_MIN = cython.declare(cython.Py_ssize_t, 38)  # Ethernet + 20 bytes of IPv4 + the ports
 # Offsets in the frame
 OFF_SMAC = cython.declare(cython.Py_ssize_t, 6)
 OFF_ETYPE = cython.declare(cython.Py_ssize_t, 12)
 OFF_VIHL = cython.declare(cython.Py_ssize_t, 14)  # 0x45: IPv4, no options
 OFF_TLEN = cython.declare(cython.Py_ssize_t, 16)
+OFF_IPID = cython.declare(cython.Py_ssize_t, 18)
 OFF_FRAG = cython.declare(cython.Py_ssize_t, 20)
 OFF_PROTO = cython.declare(cython.Py_ssize_t, 23)
 OFF_SRC = cython.declare(cython.Py_ssize_t, 26)
@@ -40,6 +42,7 @@ _K_IF = cython.declare(cython.ulonglong, 0x27BB2EE687B0B0FD)
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def endpoint(addr: cython.ulonglong, port: cython.ulonglong) -> cython.ulonglong:
     """An IPv4 address and port as one 48-bit number. Numbers compare as conn_key compares
     (address bytes, then port), so the lower endpoint is the same one."""
@@ -47,6 +50,7 @@ def endpoint(addr: cython.ulonglong, port: cython.ulonglong) -> cython.ulonglong
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def fast_key(lo: cython.ulonglong, hi: cython.ulonglong, iface_no: cython.int) \
         -> cython.ulonglong:
     """A 64-bit hash of a connection (its lower and higher endpoint, its interface's
@@ -59,17 +63,20 @@ def fast_key(lo: cython.ulonglong, hi: cython.ulonglong, iface_no: cython.int) \
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def be16(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.uint:
     return (p[off] << 8) | p[off + 1]
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def be32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
     top: cython.ulonglong = p[off]  # typed: p[i] << 24 overflows a C int
     return (top << 24) | (p[off + 1] << 16) | (p[off + 2] << 8) | p[off + 3]
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def le32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
     """A little-endian u32 (pcap records of a little-endian file, batch records)."""
     top: cython.ulonglong = p[off + 3]  # typed: p[i] << 24 overflows a C int
@@ -77,12 +84,14 @@ def le32(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def u32(p: cython.p_uchar, off: cython.Py_ssize_t, big_endian: cython.bint) -> cython.ulonglong:
     """A u32 in its file's byte order (the fields of a pcap record header)."""
     return be32(p, off) if big_endian else le32(p, off)
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def tcp_frame_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
                   wirelen: cython.Py_ssize_t) -> cython.int:
     """The IPv4 total length of a plain frame (at `off` in `p`, of `caplen` captured bytes)
@@ -102,6 +111,7 @@ def tcp_frame_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_s
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def plain_tcp_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
                   wirelen: cython.Py_ssize_t) -> cython.int:
     """`tcp_frame_len` of a plain frame that carries no FIN, SYN or RST; -1 for any other."""
@@ -111,12 +121,33 @@ def plain_tcp_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_s
 
 
 @cython.ccall
+@cython.exceptval(check=False)
+def udp_frame_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
+                  wirelen: cython.Py_ssize_t) -> cython.int:
+    """The IPv4 total length of a plain UDP frame (Ethernet + IPv4 without options + the
+    UDP ports) that is not a fragment; -1 for any other frame. As `tcp_frame_len`, the
+    decoder's checks for this case: a frame that passes decodes as a well-formed UDP
+    datagram (its ports inside both the capture and the IP length)."""
+    if caplen < UDP_MIN or p[off + OFF_VIHL] != 0x45 or p[off + OFF_ETYPE] != 8 \
+            or p[off + OFF_ETYPE + 1] != 0 or p[off + OFF_PROTO] != 17:
+        return -1
+    if be16(p, off + OFF_FRAG) & 0x3FFF:
+        return -1
+    tlen: cython.int = be16(p, off + OFF_TLEN)
+    if not 24 <= tlen <= wirelen - ETH_HDR:
+        return -1
+    return tlen
+
+
+@cython.ccall
+@cython.exceptval(check=False)
 def tcp_payload_len(p: cython.p_uchar, off: cython.Py_ssize_t, tlen: cython.int) -> cython.int:
     """The TCP payload length of a plain frame whose IPv4 total length is `tlen`."""
     return tlen - 20 - ((p[off + OFF_DOFF] >> 4) << 2)
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def carried_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
                 wirelen: cython.Py_ssize_t) -> cython.Py_ssize_t:
     """How much of an Ethernet frame a capture process hands a shard: all of it, but for
@@ -136,6 +167,7 @@ def carried_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssi
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def plain_shard(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
                 ifindex: cython.int, nshards: cython.int) -> cython.int:
     """The shard of an untagged Ethernet IPv4 TCP or UDP frame without options that is not
@@ -155,37 +187,62 @@ def plain_shard(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssi
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def src_endpoint(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
     """The plain frame's source address and port (frame at `off`) as `endpoint` makes it."""
     return endpoint(be32(p, off + OFF_SRC), be16(p, off + OFF_SPORT))
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def dst_endpoint(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
     return endpoint(be32(p, off + OFF_DST), be16(p, off + OFF_DPORT))
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def tcp_flags(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.int:
     return p[off + OFF_FLAGS]
 
 
 @cython.ccall
+@cython.exceptval(check=False)
+def src_port(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.uint:
+    return be16(p, off + OFF_SPORT)
+
+
+@cython.ccall
+@cython.exceptval(check=False)
+def dst_port(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.uint:
+    return be16(p, off + OFF_DPORT)
+
+
+@cython.ccall
+@cython.exceptval(check=False)
+def ip_id(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.uint:
+    return be16(p, off + OFF_IPID)
+
+
+@cython.ccall
+@cython.exceptval(check=False)
 def tcp_seq(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
     return be32(p, off + OFF_SEQ)
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def tcp_ack(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.ulonglong:
     return be32(p, off + OFF_ACK)
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def tcp_window(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.uint:
     return be16(p, off + OFF_WIN)
 
 
 @cython.ccall
+@cython.exceptval(check=False)
 def same_smac(p: cython.p_uchar, off: cython.Py_ssize_t, mac: object) -> cython.bint:
     """The source MAC of the frame at `off` is `mac`."""
     return same_mac(p, off + OFF_SMAC, mac)
@@ -208,6 +265,12 @@ def src_mac(p: cython.p_uchar, off: cython.Py_ssize_t) -> bytes:
 
 
 @cython.ccall
+def dst_mac(p: cython.p_uchar, off: cython.Py_ssize_t) -> bytes:
+    return p[off:off + 6]
+
+
+@cython.ccall
+@cython.exceptval(check=False)
 def same_mac(p: cython.p_uchar, off: cython.Py_ssize_t, mac: object) -> cython.bint:
     """The 6 bytes at `off` are `mac` (a bytes object, or None: never the same)."""
     if mac is None:

@@ -13,10 +13,13 @@ Pure state; the line *text* is made in `lines.py`, only for the lines someone lo
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeAlias
 
-from .model import FRAG_FIRST, FRAG_LATER, K_ICMP, K_NON_IP, K_UDP, Decoded
+import cython
+
+from .frame import dst_addr, dst_mac, dst_port, ip_id, src_addr, src_mac, src_port, udp_frame_len
+from .model import FRAG_FIRST, FRAG_LATER, FRAG_NONE, K_ICMP, K_NON_IP, K_UDP, Decoded
 
 LOWER_WINDOW_LINES = 512
 # seconds. Not the TCP timeout (15 min: long-lived connections): a router's UDP is mostly
@@ -27,6 +30,7 @@ LOWER_WINDOW_LINES = 512
 DEFAULT_FLOW_IDLE = 120.0
 _NEVER = float("-inf")
 _OPEN = float("inf")  # the end_tick of a flow that has not ended
+_new_decoded = tuple.__new__  # as decode.py builds its records
 
 
 @dataclass(slots=True)
@@ -80,25 +84,28 @@ class OtherFlow(Flow):
     key: FlowKey = _NO_KEY  # its key in `flows`
 
 
-@dataclass(slots=True)
+# Compiled as a C record (othertable.pxd): cython's dataclass, interpreted the standard one.
+@cython.dataclasses.dataclass
 class OtherTable:
     max_lines: int = LOWER_WINDOW_LINES
     keep_new: bool = False  # keep every line for the log as well, until drained
     idle: float = DEFAULT_FLOW_IDLE  # a flow without packets for this long ends
-    lines: deque[OtherLine] = field(default_factory=deque)
-    new_lines: list[OtherLine] = field(default_factory=list)
+    lines: deque[OtherLine] = cython.dataclasses.field(default_factory=deque)
+    new_lines: list[OtherLine] = cython.dataclasses.field(default_factory=list)
     line_count: int = 0
     # Live flows, in order of their last move (lru_next): a flow moves to the end at most
     # once per second of packet time, so the oldest are first and the tick pops the idle
     # ones from the front without looking at the others.
-    flows: dict[FlowKey, OtherFlow] = field(default_factory=dict)
+    flows: dict[FlowKey, OtherFlow] = cython.dataclasses.field(default_factory=dict)
     # TCP/UDP datagrams whose first fragment was seen, by (src, dst, proto, IP id):
     # (time, flow key). Their later fragments get lines and count in that key's flow (the
     # key, not the flow: the flow may have ended since, and ended flows must not count).
     frag_firsts: dict[tuple[bytes, bytes, int, int], tuple[int, FlowKey]] = \
-        field(default_factory=dict)
-    dirty: set[OtherFlow] | None = None  # flows changed since the last publication, if wanted
-    ended: list[OtherFlow] = field(default_factory=list)  # ended since then (with `dirty`)
+        cython.dataclasses.field(default_factory=dict)
+    # flows changed since the last publication, if wanted
+    dirty: set[OtherFlow] | None = None
+    # ended since then (with `dirty`)
+    ended: list[OtherFlow] = cython.dataclasses.field(default_factory=list)
     tick_time: float = _NEVER  # packet time of the newest tick
     expired: int = 0  # flows ended so far
     # At most this many live flows (--max-flows; shards share it out): a new flow beyond
@@ -112,9 +119,10 @@ class OtherTable:
     def packet(self, ts: float, iface: str, d: Decoded, frame_no: int = 0) -> None:
         """One non-TCP packet (TCP, fragments included, belongs to the TCP table).
         `frame_no` names the flow it creates, if it creates one."""
-        flow = None
+        flow: OtherFlow | None = None
         show = True
-        if d.frag == FRAG_LATER and d.kind == K_UDP:
+        udp_frag = d.frag if d.kind == K_UDP else FRAG_NONE
+        if udp_frag == FRAG_LATER:
             first = self.frag_firsts.get((d.src, d.dst, d.proto, d.ipid))
             if first is None:
                 show = False  # iptraf-ng never shows fragments that precede their first one
@@ -125,13 +133,46 @@ class OtherTable:
                     flow = self._new(ts, key, frame_no)
         if flow is None:
             flow = self._flow(ts, iface, d, frame_no)
+        self._count(ts, iface, d, d.iplen, flow, frame_no, show, udp_frag == FRAG_FIRST)
+
+    @cython.ccall
+    @cython.exceptval(-2, check=False)
+    def frame_packet(self, p: cython.p_uchar, off: cython.Py_ssize_t,
+                     caplen: cython.Py_ssize_t, wirelen: cython.Py_ssize_t, ts: cython.double,
+                     iface: str, frame_no: cython.longlong) -> cython.int:
+        """`packet` for the Ethernet frame at `off` in `p`, read where it lies, when it is a
+        plain UDP frame (frame.udp_frame_len); returns its IP length, or -1 when `decode`
+        and `packet` must take it (nothing has changed then). Its line's record is built
+        here, as `decode` would build it, without the decoder's dispatch and checks."""
+        tlen: cython.int = udp_frame_len(p, off, caplen, wirelen)
+        if tlen < 0:
+            return -1
+        src = src_addr(p, off)
+        dst = dst_addr(p, off)
+        sport = src_port(p, off)
+        dport = dst_port(p, off)
+        key = (iface, K_UDP, 17, src, dst, sport, dport)
+        flow = self.flows.get(key)
+        if flow is None:
+            flow = self._new(ts, key, frame_no)
+        d = _new_decoded(Decoded, (K_UDP, 4, tlen, src, dst, 17, sport, dport, 0, 0, 0, 0, 0,
+                                   FRAG_NONE, ip_id(p, off), src_mac(p, off), dst_mac(p, off),
+                                   None, False))
+        self._count(ts, iface, d, tlen, flow, frame_no, True, False)
+        return tlen
+
+    @cython.cfunc
+    def _count(self, ts: cython.double, iface: str, d: Decoded, iplen: cython.int,
+               flow: OtherFlow, frame_no: cython.longlong, show: cython.bint,
+               first_frag: cython.bint) -> cython.void:
+        """`d` (`iplen` its IP length) counts in `flow`; its line, if `show`."""
         flow.packets += 1
-        flow.bytes += d.iplen
+        flow.bytes += iplen
         # Activity is never before the newest tick (a packet stamped earlier by another
         # interface's clock is active now): else `flows` would fall out of lru_next order and
         # the tick's scan, which stops at the first young flow, would end flows late, by how
         # other flows in this engine happen to be placed (tcptable.py has the same rule).
-        act = ts if ts >= self.tick_time else self.tick_time
+        act: cython.double = ts if ts >= self.tick_time else self.tick_time
         flow.last_seen = act
         if act >= flow.lru_next:
             flows = self.flows
@@ -141,7 +182,7 @@ class OtherTable:
             flow.lru_next = float(int(act) + 1)
         if self.dirty is not None:
             self.dirty.add(flow)
-        if d.frag == FRAG_FIRST and d.kind == K_UDP:
+        if first_frag:
             if len(self.frag_firsts) >= 8192:
                 del self.frag_firsts[next(iter(self.frag_firsts))]
             # aged by whole seconds of activity: the expiry scan needs them in arrival order

@@ -1,6 +1,7 @@
 # The compiled layout of the TCP table's records (Cython reads this beside tcptable.py):
 # counters and times as C fields, so the fast path updates a connection without making a
-# Python object. Interpreted, tcptable.py's dataclasses are the same records.
+# Python object. The packet paths return -1 for a frame they leave to the general path: their
+# error value is -2, so that answer costs no check for a pending exception. Interpreted, tcptable.py's dataclasses are the same records.
 
 cimport cython
 
@@ -82,10 +83,10 @@ cdef class TcpTable:
     cdef public dict iface_nos
 
     cpdef int fast_packet(self, unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
-                          Py_ssize_t wirelen, double ts, int iface_no)
+                          Py_ssize_t wirelen, double ts, int iface_no) except -2
     cpdef int frame_packet(self, unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
                            Py_ssize_t wirelen, double ts, str iface, int iface_no,
-                           long long pair_id)
+                           long long pair_id) except -2
     cdef Pair _open(self, double ts, double act, str iface, bytes src, int sport, bytes dst,
                     int dport, int flags, int paylen, object pair_id, object key, Pair old)
     cdef void _new_mac(self, double ts, Pair pair, Entry e, Entry o, object smac, int size)

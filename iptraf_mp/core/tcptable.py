@@ -321,6 +321,7 @@ class TcpTable:
         return True
 
     @cython.ccall
+    @cython.exceptval(-2, check=False)
     def frame_packet(self, p: cython.p_uchar, off: cython.Py_ssize_t,
                      caplen: cython.Py_ssize_t, wirelen: cython.Py_ssize_t, ts: cython.double,
                      iface: str, iface_no: cython.int, pair_id: cython.longlong) -> cython.int:
@@ -440,6 +441,7 @@ class TcpTable:
             self._state(ts, pair, e, o, flags, seq, ack, size)
 
     @cython.ccall
+    @cython.exceptval(-2, check=False)
     def fast_packet(self, p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
                     wirelen: cython.Py_ssize_t, ts: cython.double,
                     iface_no: cython.int) -> cython.int:
