@@ -41,6 +41,10 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as err:  # noqa: BLE001 - any failure means: interpreted
             self._interpreted(err)
+            return
+        if self.extensions and not self._failed:
+            # only now: until every module is built from it, no source is vouched for
+            DIGESTS.write_text(self.built_from)
 
     def build_extension(self, ext: Extension) -> None:
         try:
@@ -48,7 +52,11 @@ class OptionalBuildExt(build_ext):
         except Exception as err:  # noqa: BLE001
             self._interpreted(err)
 
+    _failed = False
+    built_from = ""  # the digests of the source cythonize read (extensions())
+
     def _interpreted(self, err: Exception) -> None:
+        self._failed = True
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"iptraf-mp: the core could not be compiled ({reason}): installed interpreted",
               file=sys.stderr)
@@ -63,24 +71,30 @@ def forget_build() -> None:
             path.unlink()
 
 
-def extensions() -> list:
+def extensions() -> tuple[list, str]:
+    """The compiled modules, and the digests of the source they are compiled from."""
     if os.environ.get("IPTRAF_MP_INTERPRETED"):
         print("iptraf-mp: IPTRAF_MP_INTERPRETED is set: installed interpreted", file=sys.stderr)
         forget_build()
-        return []
+        return [], ""
     try:
         from Cython.Build import cythonize
     except ImportError:
         print("iptraf-mp: Cython is not installed: installed interpreted", file=sys.stderr)
         forget_build()
-        return []
-    DIGESTS.write_text(digests())
+        return [], ""
+    # The digests of the source as it is now, written once the build has succeeded
+    # (OptionalBuildExt.run); meanwhile none, so an earlier build's modules are refused
+    # (core/__init__.py) if this one fails half-way (a Cython error in one module).
+    built_from = digests()
+    DIGESTS.unlink(missing_ok=True)
     mods = [Extension(f"iptraf_mp.core.{name}", [f"iptraf_mp/core/{name}.py"])
             for name in COMPILED]
     return cythonize(mods, language_level=3, quiet=True,
                      compiler_directives={"boundscheck": False, "wraparound": False,
                                           "initializedcheck": False, "cdivision": True,
-                                          "embedsignature": False})
+                                          "embedsignature": False}), built_from
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
+MODULES, OptionalBuildExt.built_from = extensions()
+setup(ext_modules=MODULES, cmdclass={"build_ext": OptionalBuildExt})

@@ -143,3 +143,35 @@ def test_a_stale_build_stops_the_command_in_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0
     assert "iptraf_mp/core/engine.py is not what its compiled module was built from" in r.stderr
+
+
+def test_a_build_that_fails_half_way_vouches_for_nothing(tmp_path: Path) -> None:
+    """A Cython error in one module after a good build: the build fails, and the modules of
+    the earlier build, which no longer match every source, are refused (the digests are
+    written only when every module has been built)."""
+    _need_compiled()
+    import shutil
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copy2(ROOT / "setup.py", tree)
+    shutil.copy2(ROOT / "pyproject.toml", tree)
+    # copy2 keeps the times: cythonize recompiles only what is newer than its .c
+    shutil.copytree(ROOT / "iptraf_mp", tree / "iptraf_mp",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    core_dir = tree / "iptraf_mp" / "core"
+    assert (core_dir / "_digests.py").exists()
+    src = core_dir / "jsonline.py"
+    # valid Python, but no name Cython can resolve: a compile error in this module alone
+    src.write_text(src.read_text() + "\n\ndef _broken() -> None:\n    _no_such_name()\n")
+    env = _env(False)
+    r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0
+    assert "_no_such_name" in r.stderr
+    assert not (core_dir / "_digests.py").exists()
+    env["PYTHONPATH"] = str(tree)
+    r = subprocess.run([sys.executable, "-m", "iptraf_mp", "--version"], env=env, cwd=tree,
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "is not what its compiled module was built from" in r.stderr
