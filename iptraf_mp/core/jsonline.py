@@ -90,9 +90,10 @@ def entry_line(pair: Pair, e: Entry, iface_json: str) -> str:
 @cython.exceptval(check=False)
 def _put(p: cython.p_uchar, n: cython.Py_ssize_t, s: bytes) -> cython.Py_ssize_t:
     """`s` at `p[n]`; returns where the next part goes."""
+    q: cython.p_uchar = s
     i: cython.Py_ssize_t
     for i in range(len(s)):
-        p[n + i] = s[i]
+        p[n + i] = q[i]
     return n + len(s)
 
 
@@ -121,11 +122,12 @@ def _put_addr(p: cython.p_uchar, n: cython.Py_ssize_t, addr: bytes) -> cython.Py
     """`fmt_addr(addr)`: IPv4 written here (inet_ntop's dotted quad), the rest by it."""
     if len(addr) != 4:
         return _put(p, n, fmt_addr(addr).encode("ascii"))
-    n = _put_uint(p, n, addr[0])
+    q: cython.p_uchar = addr
+    n = _put_uint(p, n, q[0])
     i: cython.Py_ssize_t
     for i in range(1, 4):
         p[n] = 46  # '.'
-        n = _put_uint(p, n + 1, addr[i])
+        n = _put_uint(p, n + 1, q[i])
     return n
 
 
@@ -134,15 +136,17 @@ def _put_addr(p: cython.p_uchar, n: cython.Py_ssize_t, addr: bytes) -> cython.Py
 def _put_hex(p: cython.p_uchar, n: cython.Py_ssize_t, b: bytes, sep: cython.uchar) \
         -> cython.Py_ssize_t:
     """`b.hex(chr(sep))`."""
+    q: cython.p_uchar = b
+    digits: cython.p_uchar = _HEX
     i: cython.Py_ssize_t
     c: cython.uchar
     for i in range(len(b)):
         if i:
             p[n] = sep
             n += 1
-        c = b[i]
-        p[n] = _HEX[c >> 4]
-        p[n + 1] = _HEX[c & 15]
+        c = q[i]
+        p[n] = digits[c >> 4]
+        p[n + 1] = digits[c & 15]
         n += 2
     return n
 

@@ -6,6 +6,13 @@ from iptraf_mp.core.frame cimport (dst_addr, dst_mac, dst_port, ip_id, src_addr,
                                    src_port, udp_frame_len)
 
 
+cdef class OtherLine:
+    cdef public double ts
+    cdef public str iface
+    cdef public object d
+    cdef public long long frame_no
+
+
 cdef class OtherTable:
     cdef public Py_ssize_t max_lines
     cdef public bint keep_new

@@ -33,7 +33,8 @@ _OPEN = float("inf")  # the end_tick of a flow that has not ended
 _new_decoded = tuple.__new__  # as decode.py builds its records
 
 
-@dataclass(slots=True)
+# Compiled as a C record (othertable.pxd): one is made for every packet of the window.
+@cython.dataclasses.dataclass
 class OtherLine:
     ts: float
     iface: str

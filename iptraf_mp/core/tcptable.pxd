@@ -6,9 +6,9 @@
 cimport cython
 
 from iptraf_mp.core.fastindex cimport FastIndex
-from iptraf_mp.core.frame cimport (dst_addr, dst_endpoint, endpoint, fast_key, plain_tcp_len,
-                                   same_smac, src_addr, src_endpoint, src_mac, tcp_ack,
-                                   tcp_flags, tcp_frame_len, tcp_payload_len, tcp_seq,
+from iptraf_mp.core.frame cimport (be32, dst_addr, dst_endpoint, endpoint, fast_key,
+                                   plain_tcp_len, same_smac, src_addr, src_endpoint, src_mac,
+                                   tcp_ack, tcp_flags, tcp_frame_len, tcp_payload_len, tcp_seq,
                                    tcp_window)
 
 
@@ -100,6 +100,7 @@ cdef class TcpTable:
     cdef void _end(self, Pair pair, str end, long long sec)
     cdef void _retire(self, Pair pair)
     cdef void _index(self, Pair pair)
+    cpdef int iface_no(self, str iface) except -1
     cdef void _answered(self, Pair pair)
     cdef void _mark(self, Pair pair)
     cdef void _account(self, Pair pair, Entry e, int size, int win, int flags, double ts,

@@ -29,6 +29,7 @@ import cython
 
 from .fastindex import FastIndex
 from .frame import (
+    be32,
     dst_addr,
     dst_endpoint,
     endpoint,
@@ -529,7 +530,8 @@ class TcpTable:
                 pair_id: PairId, key: ConnKey) -> Pair:
         a = Entry(src, sport, dst, dport)
         b = Entry(dst, dport, src, sport)
-        pair = Pair(pair_id, iface, a, b, not flags & TH_SYN, ts, act, lru_sec=int(act))
+        pair = Pair(pair_id, iface, a, b, not flags & TH_SYN, ts, act)
+        pair.lru_sec = int(act)
         if self.display is not None:
             self.display.add(pair)
         self.pairs[pair_id] = pair
@@ -588,7 +590,9 @@ class TcpTable:
         del self.pairs[pair.id]
         self.retired.append(pair)
 
-    def iface_no(self, iface: str) -> int:
+    @cython.ccall
+    @cython.exceptval(-1, check=False)
+    def iface_no(self, iface: str) -> cython.int:
         """The number of an interface (by name, as pairs are keyed), for the fast index."""
         no = self.iface_nos.get(iface)
         if no is None:
@@ -597,9 +601,9 @@ class TcpTable:
 
     @cython.cfunc
     def _index(self, pair: Pair) -> cython.void:
-        a = pair.a
-        ea = endpoint(int.from_bytes(a.src, "big"), a.sport)
-        eb = endpoint(int.from_bytes(a.dst, "big"), a.dport)
+        a: Entry = pair.a
+        ea: cython.ulonglong = endpoint(be32(a.src, 0), a.sport)
+        eb: cython.ulonglong = endpoint(be32(a.dst, 0), a.dport)
         pair.a_ep = ea
         pair.lo_ep, pair.hi_ep = (ea, eb) if ea <= eb else (eb, ea)
         pair.iface_no = self.iface_no(pair.iface)
