@@ -1,25 +1,23 @@
-"""The batch fast path: most packets of a busy link change nothing but counters.
+"""The batch fast path: most frames of a busy link are read where they lie.
 
 On a router almost every frame is a plain one (frame.py: Ethernet + option-less IPv4 +
-unfragmented TCP) on a connection the table already holds, neither opening nor closing it.
-For such a frame the engine's work is a dozen counter and field updates; the general path
-(`decode` builds a `Decoded`, `Engine.feed` counts the summary and dispatches,
-`TcpTable.packet` looks for state changes) spends most of its time in calls and record
-building around them.
+unfragmented TCP or UDP). The loops here take a whole batch: records as capture files yield
+them (`feed_records`), a pcap file's own buffer (`feed_pcap`) or a shard's batch
+(`feed_batch`), the last two read in place, and hand each Ethernet frame to `_in_place`:
+- `TcpTable.fast_packet`: a plain TCP frame of an open pair in the table's index that
+  changes nothing but counters (most frames: a dozen field updates);
+- `TcpTable.frame_packet`: any other plain TCP frame (a SYN, FIN or RST, a new connection,
+  the first packet of a direction, a MAC change, a half-open or ended pair, a pending FIN
+  acknowledgement): the state machine `TcpTable.packet` runs, fed from the frame;
+- `OtherTable.frame_packet`: a plain UDP frame.
+Their summary lines are counted once a batch (`_Tally`). Any other frame (another link type,
+VLAN tags, IPv6, IP options, fragments, ICMP, a malformed header, a new second of the packet
+clock) goes to `decode` + `Engine.feed` unchanged. So the general path stays the reference:
+a differential test replays captures both ways and requires identical results.
 
-The loops here take a whole batch: records as capture files yield them (`feed_records`),
-a pcap file's own buffer (`feed_pcap`) or a shard's batch (`feed_batch`), the last two read
-in place. A frame that
-`TcpTable.fast_packet` can prove plain is accounted there, with its pair found through the
-table's index of IPv4 pairs; any other frame (another link type or protocol, a SYN, FIN or RST, a
-new connection, the first packet of a direction, a MAC change, a half-open or ended pair, a
-pending FIN acknowledgement, a new clock second, a malformed header) goes to `decode` +
-`Engine.feed` unchanged. So the general path stays the reference: a differential test
-replays captures both ways and requires identical results.
-
-Compiled (setup.py), `p` is a pointer into the buffer and the frame costs no Python object
-but the index key; interpreted, the same source runs on bytes: the twin the compiled build
-is compared with.
+Compiled (setup.py), `p` is a pointer into the buffer and a frame the fast path takes costs
+no Python object but the index key; interpreted, the same source runs on bytes: the twin
+the compiled build is compared with.
 
 Rule numbers cited here are docs/decisions.md's.
 """

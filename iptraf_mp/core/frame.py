@@ -1,8 +1,10 @@
-"""The plain frame: Ethernet + IPv4 without options + TCP, as almost every frame of a busy
-link is, and the connection key the fast path finds its pair by.
+"""The plain frame: Ethernet + IPv4 without options + TCP or UDP, as almost every frame of a
+busy link is, and the connection key the fast path finds its pair by.
 
-One declaration of the layout for the fast path (and the predicate that says a frame is
-plain); the general decoder (decode.py) reads every other frame. Functions here take the
+One declaration of the layout for the in-place paths (fastpath.py), with the predicates that
+say a frame is plain (`tcp_frame_len`, `plain_tcp_len`, `udp_frame_len`: the decoder's own
+checks for this case, so a frame they pass decodes with the fields read here); the general
+decoder (decode.py) reads every other frame. Functions here take the
 frame's bytes and an offset, so they read a frame inside a larger buffer (a capture file's,
 a batch's) without slicing it out: compiled, `p` is a pointer and no Python object is made.
 """
