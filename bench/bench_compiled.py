@@ -97,6 +97,12 @@ def main() -> int:
     interp = dict(compiled, IPTRAF_MP_INTERPRETED="1")
     check = subprocess.run([*IPTRAF, "--version"], capture_output=True, text=True, env=compiled)
     print(check.stdout.strip())
+    # What an installed package has, and what PYTHONDONTWRITEBYTECODE (set on some machines,
+    # this one included) would otherwise deny every run: the bytecode of the project's own
+    # modules (pip compiles its dependencies at install time). Without it each run compiles
+    # the source again: start-up 769M instead of 397M instructions, 0.12 s instead of 0.08.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(ROOT / d) for d in
+                    ("iptraf_mp", "shards", "store"))], check=True, stdout=subprocess.DEVNULL)
     if "compiled" not in check.stdout or "interpreted" in check.stdout.split("compiled")[0]:
         print("the compiled core is not built: run `make` first")
     caps = {}

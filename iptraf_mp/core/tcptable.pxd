@@ -102,6 +102,7 @@ cdef class TcpTable:
     cdef void _index(self, Pair pair)
     cpdef int iface_no(self, str iface) except -1
     cdef void _answered(self, Pair pair)
+    cdef inline Pair _indexed(self, unsigned long long es, unsigned long long ed, int iface_no)
     cdef void _mark(self, Pair pair)
     cdef void _account(self, Pair pair, Entry e, int size, int win, int flags, double ts,
                        double act)

@@ -338,15 +338,7 @@ class TcpTable:
             return -1
         es: cython.ulonglong = src_endpoint(p, off)
         ed: cython.ulonglong = dst_endpoint(p, off)
-        lo: cython.ulonglong = es if es <= ed else ed
-        hi: cython.ulonglong = ed if es <= ed else es
-        pair: Pair | None = None
-        if iface_no >= 0:
-            found = self.fast.get(fast_key(lo, hi, iface_no))
-            if found is not None:
-                pair = cython.cast(Pair, found)
-                if pair.lo_ep != lo or pair.hi_ep != hi or pair.iface_no != iface_no:
-                    pair = None  # another connection's key
+        pair: Pair | None = self._indexed(es, ed, iface_no) if iface_no >= 0 else None
         flags: cython.int = tcp_flags(p, off)
         act: cython.double = ts if ts >= self.clock else self.clock
         if pair is None or (pair.ended and flags & TH_SYN):
@@ -455,17 +447,11 @@ class TcpTable:
             return -1
         es: cython.ulonglong = src_endpoint(p, off)
         ed: cython.ulonglong = dst_endpoint(p, off)
-        lo: cython.ulonglong = es if es <= ed else ed
-        hi: cython.ulonglong = ed if es <= ed else es
-        found = self.fast.get(fast_key(lo, hi, iface_no))
-        if found is None:
-            return -1
-        pair: Pair = cython.cast(Pair, found)
-        # The same connection (the key is a hash); open, already reordered in its idle list
-        # this second, and not stamped before the last tick (then its activity time is the
-        # tick's). (A half-open pair needs no test: its answering side has no packets yet.)
-        if pair.lo_ep != lo or pair.hi_ep != hi or pair.iface_no != iface_no or pair.ended \
-                or not ts < pair.lru_sec + 1 or ts < self.clock:
+        pair: Pair | None = self._indexed(es, ed, iface_no)
+        # Open, already reordered in its idle list this second, and not stamped before the
+        # last tick (then its activity time is the tick's). (A half-open pair needs no test:
+        # its answering side has no packets yet.)
+        if pair is None or pair.ended or not ts < pair.lru_sec + 1 or ts < self.clock:
             return -1
         e: Entry
         o: Entry
@@ -478,6 +464,22 @@ class TcpTable:
             return -1
         self._account(pair, e, tlen, tcp_window(p, off), tcp_flags(p, off), ts, ts)
         return tlen
+
+    @cython.cfunc
+    @cython.inline
+    def _indexed(self, es: cython.ulonglong, ed: cython.ulonglong, iface_no: cython.int) \
+            -> Pair | None:
+        """The pair of the IPv4 endpoints `es` and `ed` (frame.endpoint) on interface number
+        `iface_no`, if the fast index holds it: the key is a hash, so the pair is checked."""
+        lo: cython.ulonglong = es if es <= ed else ed
+        hi: cython.ulonglong = ed if es <= ed else es
+        found = self.fast.get(fast_key(lo, hi, iface_no))
+        if found is None:
+            return None
+        pair: Pair = cython.cast(Pair, found)
+        if pair.lo_ep != lo or pair.hi_ep != hi or pair.iface_no != iface_no:
+            return None  # another connection's key
+        return pair
 
     @cython.cfunc
     def _mark(self, pair: Pair) -> cython.void:
