@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+import cython
+
 from .engine import Counter, Engine, Summary
 from .model import Decoded
 from .othertable import OtherFlow
@@ -50,16 +52,19 @@ LineWire: TypeAlias = tuple[float, str, Decoded, int]  # ts, iface, decoded, fra
 HalfOpenWire: TypeAlias = tuple[str, bytes, int]  # iface, destination, lone SYNs
 
 
+@cython.ccall
 def entry_tuple(e: Entry) -> EntryWire:
     return (e.src, e.sport, e.dst, e.dport, e.packets, e.bytes, e.last_size, e.window, e.flags,
             e.smac, e.finsent, e.finack, e.reset, e.first_seen, e.last_seen, e.flags_seen)
 
 
+@cython.ccall
 def pair_tuple(p: Pair) -> PairWire:
     return (p.id, p.iface, p.partial, p.first_seen, p.last_seen, p.closed, p.timed_out, p.end,
             p.retired, p.ended, entry_tuple(p.a), entry_tuple(p.b))
 
 
+@cython.ccall
 def pair_from_tuple(t: PairWire) -> Pair:
     pid, iface, partial, first, last, closed, timed_out, end, retired, ended, a, b = t
     p = Pair(pid, iface, Entry(*a), Entry(*b), partial, first, last)
@@ -67,13 +72,19 @@ def pair_from_tuple(t: PairWire) -> Pair:
     return p
 
 
-def update_pair(p: Pair, t: PairWire) -> None:
+@cython.ccall
+def update_pair(p: Pair, t: PairWire) -> cython.void:
     """Refresh a mirror pair in place, keeping its screen row."""
     (_pid, _iface, p.partial, p.first_seen, p.last_seen, p.closed, p.timed_out, p.end,
      p.retired, p.ended, a, b) = t
-    for e, v in ((p.a, a), (p.b, b)):
-        (e.src, e.sport, e.dst, e.dport, e.packets, e.bytes, e.last_size, e.window, e.flags,
-         e.smac, e.finsent, e.finack, e.reset, e.first_seen, e.last_seen, e.flags_seen) = v
+    _update_entry(p.a, a)
+    _update_entry(p.b, b)
+
+
+@cython.cfunc
+def _update_entry(e: Entry, v: EntryWire) -> cython.void:
+    (e.src, e.sport, e.dst, e.dport, e.packets, e.bytes, e.last_size, e.window, e.flags,
+     e.smac, e.finsent, e.finack, e.reset, e.first_seen, e.last_seen, e.flags_seen) = v
 
 
 def flow_tuples(flows: Iterable[OtherFlow]) -> list[FlowWire]:
