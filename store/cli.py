@@ -6,12 +6,17 @@ import argparse
 import os
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from iptraf_mp.core.text import say
 
 from .schema import SchemaError, default_db_path
-from .session import SessionInfo, open_session
-from .sink import DEFAULT_INTERVAL, StoreSink
+
+if TYPE_CHECKING:
+    from .session import SessionInfo
+    from .sink import StoreSink
+
+DEFAULT_INTERVAL = 5.0  # seconds between checkpoints (--checkpoint)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def session_info(args: argparse.Namespace) -> SessionInfo:
+    from .session import SessionInfo
+
     settings = {
         "tcp_timeout_min": args.tcp_timeout, "flow_idle_min": args.flow_idle,
         "persistence_min": args.persistence,
@@ -41,6 +48,7 @@ def session_info(args: argparse.Namespace) -> SessionInfo:
 
 
 def make_sink(args: argparse.Namespace) -> StoreSink | None:
+    """The store's sink, None when there is none (then nothing of it is imported)."""
     from iptraf_mp.outputs.sink import SinkError
 
     if getattr(args, "no_db", False):
@@ -53,6 +61,9 @@ def make_sink(args: argparse.Namespace) -> StoreSink | None:
         return None
     if args.checkpoint < 0:
         raise SinkError("--checkpoint must be 0 or more seconds")
+    from .session import open_session
+    from .sink import StoreSink
+
     path = Path(args.db).expanduser() if args.db else default_db_path()
     try:
         sid = open_session(path, session_info(args))

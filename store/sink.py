@@ -15,9 +15,9 @@ from iptraf_mp.core.snapshot import PairSnapshot, pair_snapshots
 from iptraf_mp.core.text import say
 from iptraf_mp.outputs.sink import Monitored
 
+from .cli import DEFAULT_INTERVAL
 from .writer import FLOW_FIELDS, Checkpoint, Writer
 
-DEFAULT_INTERVAL = 5.0
 FINISH_GRACE = 10.0  # seconds finish() keeps retrying a failing store before giving up
 
 

@@ -30,6 +30,7 @@ from iptraf_mp.core.merge import ChangeFeed, FlowView
 from iptraf_mp.core.model import K_ICMP, K_NON_IP, K_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN
 from iptraf_mp.core.tcptable import END_FIN, END_OPEN, END_TIMEOUT, Entry, Pair
 from iptraf_mp.outputs.ipfix.encoder import FlowRecord
+from iptraf_mp.outputs.ipfix.options import make_sink
 from iptraf_mp.outputs.ipfix.sink import (
     FIRST_SYNTHETIC_IFINDEX,
     REASON_ACTIVE,
@@ -37,7 +38,6 @@ from iptraf_mp.outputs.ipfix.sink import (
     REASON_FORCED,
     REASON_IDLE,
     IpfixSink,
-    make_sink,
 )
 from iptraf_mp.outputs.ipfix.transport import IpfixExporter
 

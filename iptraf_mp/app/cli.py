@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 def extensions() -> list:
     """Modules that add their own flags and sinks: each has add_arguments(parser) and
     make_sink(args) -> sink or None (raising SinkError with a one-line message)."""
-    from iptraf_mp.console import app as console
-    from iptraf_mp.outputs.ipfix import sink as export
+    from iptraf_mp.console import options as console
+    from iptraf_mp.outputs.ipfix import options as export
     from store import cli as store_cli
 
     return [console, store_cli, export]

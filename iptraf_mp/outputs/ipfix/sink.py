@@ -40,7 +40,6 @@ sent again, as with any UDP exporter.
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import socket
 import time
@@ -53,8 +52,8 @@ from iptraf_mp.core.text import say
 from iptraf_mp.outputs.sink import Monitored
 
 from .encoder import FlowRecord
+from .options import DEFAULT_ACTIVE
 from .pacer import DEFAULT_RATE, Pacer
-from .target import parse_target
 from .transport import ExporterStats, IpfixExporter
 
 if TYPE_CHECKING:
@@ -70,51 +69,11 @@ _END_REASON = {END_FIN: REASON_END, END_RESET: REASON_END, END_ICMP: REASON_END,
                END_TIMEOUT: REASON_IDLE}  # anything else (OPEN, LOST) is a forced end
 _ENDED = frozenset((END_FIN, END_RESET, END_ICMP))  # for good: only a new pair follows
 
-DEFAULT_ACTIVE = 60.0
 DEFAULT_IDLE = 15.0  # non-TCP flows; the usual exporter default
 FIRST_SYNTHETIC_IFINDEX = 0x10000  # above any real ifindex a router hands out in practice
 DIRECTION_INGRESS = 0  # captures do not say which way a frame crossed the interface
-IO_TIMEOUT = 0.01  # seconds an export call may wait on a TCP connect or a name lookup
 DRAIN_MIN = 5.0  # seconds the end of a run waits for the queue at least
 DRAIN_MAX = 60.0  # and at most
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("flow export (IPFIX, RFC 7011)")
-    g.add_argument("--ipfix", action="append", metavar="HOST:PORT",
-                   help="export flow records to an IPFIX collector (repeatable); "
-                        "udp:// is the default, tcp://HOST:PORT where the collector takes it; "
-                        "IPv6 in brackets: [::1]:4739")
-    g.add_argument("--ipfix-active", type=float, default=DEFAULT_ACTIVE, metavar="SECONDS",
-                   help="active timeout: open flows are exported as deltas this often "
-                        f"(default {DEFAULT_ACTIVE:g})")
-    g.add_argument("--ipfix-odid", type=int, default=0, metavar="N",
-                   help="IPFIX observation domain id (default 0)")
-
-
-def make_sink(args: argparse.Namespace) -> IpfixSink | None:
-    from iptraf_mp.outputs.sink import SinkError
-
-    targets = getattr(args, "ipfix", None)
-    if not targets:
-        return None
-    active = args.ipfix_active
-    if not active > 0:
-        raise SinkError("--ipfix-active must be positive")
-    if not 0 <= args.ipfix_odid <= 0xFFFFFFFF:
-        raise SinkError("--ipfix-odid must be in 0..4294967295")
-    exporters = []
-    try:
-        for t in targets:
-            transport, _host, _port = parse_target(t)
-            # A short io_timeout: while a TCP connect or a DNS lookup is in progress, each
-            # update waits at most this long (the exporter's default, 50 ms, is a fifth of
-            # a refresh); loopback connects and cached lookups finish well within it.
-            exporters.append(IpfixExporter(t, odid=args.ipfix_odid, transport=transport,
-                                           io_timeout=IO_TIMEOUT))
-    except ValueError as e:
-        raise SinkError(str(e)) from None
-    return IpfixSink(exporters, active=active, live=not args.read)
 
 
 @dataclass(slots=True, eq=False)
