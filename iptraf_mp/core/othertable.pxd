@@ -22,7 +22,7 @@ cdef class OtherTable:
     cdef public long long line_count
     cdef public dict flows
     cdef public dict frag_firsts
-    cdef public object dirty
+    cdef public set dirty
     cdef public list ended
     cdef public double tick_time
     cdef public long long expired

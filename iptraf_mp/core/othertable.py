@@ -30,7 +30,6 @@ LOWER_WINDOW_LINES = 512
 DEFAULT_FLOW_IDLE = 120.0
 _NEVER = float("-inf")
 _OPEN = float("inf")  # the end_tick of a flow that has not ended
-_new_decoded = tuple.__new__  # as decode.py builds its records
 
 
 # Compiled as a C record (othertable.pxd): one is made for every packet of the window.
@@ -156,9 +155,9 @@ class OtherTable:
         flow = self.flows.get(key)
         if flow is None:
             flow = self._new(ts, key, frame_no)
-        d = _new_decoded(Decoded, (K_UDP, 4, tlen, src, dst, 17, sport, dport, 0, 0, 0, 0, 0,
-                                   FRAG_NONE, ip_id(p, off), src_mac(p, off), dst_mac(p, off),
-                                   None, False))
+        d = tuple.__new__(Decoded, (K_UDP, 4, tlen, src, dst, 17, sport, dport, 0, 0, 0, 0, 0,
+                                    FRAG_NONE, ip_id(p, off), src_mac(p, off),
+                                    dst_mac(p, off), None, False))
         self._count(ts, iface, d, tlen, flow, frame_no, True, False)
         return tlen
 
