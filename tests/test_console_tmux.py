@@ -166,6 +166,21 @@ def test_demo_replay_keys_and_a_clean_exit(pane_factory):
     pane.wait(sane, "stty -a", 10)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="-Z needs root (CI runs as root)")
+def test_the_console_runs_after_dropping_root(pane_factory):
+    """-Z nobody with the console: what drawing the screen imports late (rich, the keyboard's
+    termios, P's frozen rows) is imported while still root (console/app.py import_now).
+    Before, the first frame died on `No module named 'colorsys'` wherever nobody cannot read
+    the interpreter's files (a Python under /root)."""
+    pane = pane_factory(f"{IPTRAF} -r {DEMO} --speed 40 --no-db -Z nobody")
+    rows = pane.wait(lambda r: "end of recording" in joined(r) or "EXIT=" in joined(r),
+                     "the end of the recording")
+    assert "end of recording" in joined(rows), joined(rows)
+    pane.keys("p", "p", "q")
+    rows = pane.wait(lambda r: "EXIT=" in joined(r), "the program to exit", 30)
+    assert "EXIT=0" in joined(rows) and "Traceback" not in joined(rows)
+
+
 def test_sigterm_restores_the_terminal(pane_factory):
     pane = pane_factory(f"{IPTRAF} -r {DEMO} --speed 1")
     pane.wait(lambda r: "192.168.1.10:52100" in joined(r), "the first connection")

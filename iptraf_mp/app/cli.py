@@ -107,6 +107,19 @@ def extensions() -> list:
     return [console, store_cli, export]
 
 
+def _import_outputs() -> None:
+    """Before -Z: what the console and the sinks import when they start (a run without them
+    never does), imported while still root: USER may be unable to read the interpreter's
+    files (a venv under a home of mode 700); capture/live.py does the same for its layer."""
+    import iptraf_mp.outputs.ipfix.sink  # noqa: F401
+    import iptraf_mp.outputs.ipfix.transport  # noqa: F401
+    import store.session  # noqa: F401
+    import store.sink  # noqa: F401
+    from iptraf_mp.console import app as console
+
+    console.import_now()
+
+
 def fail(msg: str, code: int = 2) -> int:
     say(msg)
     return code
@@ -273,6 +286,7 @@ def run_monitor(args: argparse.Namespace) -> int:
         # Made before -Z: building it imports and creates what USER might not be allowed to
         run = make_run(args, settings, shards, handles, reader)
         if args.user:
+            _import_outputs()
             try:
                 drop_privileges(args.user, store=not args.no_db)
             except CaptureSetupError as e:

@@ -356,6 +356,24 @@ def _hms(seconds: float) -> str:
 
 # ---- the console with the terminal ----------------------------------------------------------
 
+def import_now() -> None:
+    """What drawing the screen imports (rich, lazily), imported now: -Z calls this before it
+    drops root, since USER may be unable to read the interpreter's files."""
+    import colorsys  # noqa: F401  (rich.color's)
+
+    import rich.cells  # noqa: F401
+    import rich.console  # noqa: F401
+    import rich.live  # noqa: F401
+    import rich.progress  # noqa: F401
+    import rich.segment  # noqa: F401
+    import rich.style  # noqa: F401
+
+    from iptraf_mp.capture import capfile  # noqa: F401  (the summary's recording line)
+    from iptraf_mp.core import publication  # noqa: F401  (P: the frozen rows)
+
+    from . import keys  # noqa: F401  (termios, tty)
+
+
 def run_console(monitor, args: argparse.Namespace, opts: LineOptions) -> None:
     """The screen until Q (or a signal); then the exit summary on the normal screen."""
     if not sys.stdout.isatty() or args.json == "-":
