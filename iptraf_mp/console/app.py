@@ -357,21 +357,28 @@ def _hms(seconds: float) -> str:
 # ---- the console with the terminal ----------------------------------------------------------
 
 def import_now() -> None:
-    """What drawing the screen imports (rich, lazily), imported now: -Z calls this before it
-    drops root, since USER may be unable to read the interpreter's files."""
-    import colorsys  # noqa: F401  (rich.color's)
+    """What drawing the screen imports and loads late, done now: -Z calls this before it
+    drops root, since USER may be unable to read the interpreter's files. rich imports some
+    modules only on first use (colorsys for colours, its Unicode version's cell widths), so
+    a throwaway render loads them."""
+    import io
 
-    import rich.cells  # noqa: F401
-    import rich.console  # noqa: F401
     import rich.live  # noqa: F401
     import rich.progress  # noqa: F401
-    import rich.segment  # noqa: F401
-    import rich.style  # noqa: F401
+    from rich.cells import cell_len
+    from rich.console import Console
+    from rich.style import Style
+    from rich.text import Text
 
     from iptraf_mp.capture import capfile  # noqa: F401  (the summary's recording line)
     from iptraf_mp.core import publication  # noqa: F401  (P: the frozen rows)
 
     from . import keys  # noqa: F401  (termios, tty)
+
+    out = Console(file=io.StringIO(), width=40, force_terminal=True, color_system="truecolor")
+    style = Style(color="red", bgcolor="blue", bold=True, reverse=True)
+    out.print(Text("\u00e9\u4e2d", style=style))
+    cell_len("\u00e9\u4e2d")
 
 
 def run_console(monitor, args: argparse.Namespace, opts: LineOptions) -> None:
