@@ -4,11 +4,10 @@ On a router almost every frame is a plain one (frame.py: Ethernet + option-less 
 unfragmented TCP or UDP). The loops here take a whole batch: records as capture files yield
 them (`feed_records`), a pcap file's own buffer (`feed_pcap`) or a shard's batch
 (`feed_batch`), the last two read in place, and hand each Ethernet frame to `_in_place`:
-- `TcpTable.fast_packet`: a plain TCP frame of an open pair in the table's index that
-  changes nothing but counters (most frames: a dozen field updates);
-- `TcpTable.frame_packet`: any other plain TCP frame (a SYN, FIN or RST, a new connection,
-  the first packet of a direction, a MAC change, a half-open or ended pair, a pending FIN
-  acknowledgement): the state machine `TcpTable.packet` runs, fed from the frame;
+- `TcpTable.frame_packet`: a plain TCP frame. Most are an open pair's that change nothing
+  but counters (a dozen field updates); the rest (a SYN, FIN or RST, a new connection, the
+  first packet of a direction, a MAC change, a half-open or ended pair, a pending FIN
+  acknowledgement) run the state machine `TcpTable.packet` runs, fed from the frame;
 - `OtherTable.frame_packet`: a plain UDP frame.
 Their summary lines are counted once a batch (`_Tally`). Any other frame (another link type,
 VLAN tags, IPv6, IP options, fragments, ICMP, a malformed header, a new second of the packet
@@ -298,13 +297,10 @@ def _in_place(tcp: TcpTable, other: OtherTable, p: cython.p_uchar, off: cython.P
               name: str, ifno: cython.int, frame_no: cython.longlong,
               tally: _Tally) -> cython.int:
     """The Ethernet frame at `off` in `p`, on interface `name` (its number `ifno`, -1 if
-    none yet), accounted where it lies if a table can: a plain TCP frame of an open pair
-    that changes only counters (`fast_packet`), any other plain TCP frame
+    none yet), accounted where it lies if a table can: a plain TCP frame
     (`TcpTable.frame_packet`), a plain UDP frame (`OtherTable.frame_packet`); counted in
     `tally` then. 0 when `decode` + `Engine.feed` must take it (nothing changed), else 1."""
-    tlen: cython.int = tcp.fast_packet(p, off, caplen, wirelen, ts, ifno) if ifno >= 0 else -1
-    if tlen < 0:
-        tlen = tcp.frame_packet(p, off, caplen, wirelen, ts, name, ifno, frame_no)
+    tlen: cython.int = tcp.frame_packet(p, off, caplen, wirelen, ts, name, ifno, frame_no)
     if tlen >= 0:
         return tally.add(name, tlen, False)
     tlen = other.frame_packet(p, off, caplen, wirelen, ts, name, frame_no)

@@ -18,8 +18,6 @@ cpdef unsigned long long tcp_ack(unsigned char *p, Py_ssize_t off) noexcept
 cpdef bytes src_addr(unsigned char *p, Py_ssize_t off)
 cpdef bytes dst_addr(unsigned char *p, Py_ssize_t off)
 cpdef bytes src_mac(unsigned char *p, Py_ssize_t off)
-cpdef int plain_tcp_len(unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
-                        Py_ssize_t wirelen) noexcept
 cpdef bint same_mac(unsigned char *p, Py_ssize_t off, object mac) noexcept
 cpdef unsigned long long src_endpoint(unsigned char *p, Py_ssize_t off) noexcept
 cpdef unsigned long long dst_endpoint(unsigned char *p, Py_ssize_t off) noexcept

@@ -2,7 +2,7 @@
 busy link is, and the connection key the fast path finds its pair by.
 
 One declaration of the layout for the in-place paths (fastpath.py), with the predicates that
-say a frame is plain (`tcp_frame_len`, `plain_tcp_len`, `udp_frame_len`: the decoder's own
+say a frame is plain (`tcp_frame_len`, `udp_frame_len`: the decoder's own
 checks for this case, so a frame they pass decodes with the fields read here); the general
 decoder (decode.py) reads every other frame. Functions here take the
 frame's bytes and an offset, so they read a frame inside a larger buffer (a capture file's,
@@ -33,7 +33,6 @@ OFF_ACK = cython.declare(cython.Py_ssize_t, 42)
 OFF_DOFF = cython.declare(cython.Py_ssize_t, 46)
 OFF_FLAGS = cython.declare(cython.Py_ssize_t, 47)
 OFF_WIN = cython.declare(cython.Py_ssize_t, 48)
-STATEFUL = cython.declare(cython.Py_ssize_t, 0x07)  # FIN, SYN, RST: the state machine must see them
 
 
 
@@ -110,16 +109,6 @@ def tcp_frame_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_s
     if doff < 0x50 or not 20 + ((doff >> 4) << 2) <= tlen <= wirelen - ETH_HDR:
         return -1
     return tlen
-
-
-@cython.ccall
-@cython.exceptval(check=False)
-def plain_tcp_len(p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
-                  wirelen: cython.Py_ssize_t) -> cython.int:
-    """`tcp_frame_len` of a plain frame that carries no FIN, SYN or RST; -1 for any other."""
-    if caplen < PLAIN_MIN or p[off + OFF_FLAGS] & STATEFUL:
-        return -1
-    return tcp_frame_len(p, off, caplen, wirelen)
 
 
 @cython.ccall

@@ -7,7 +7,7 @@ cimport cython
 
 from iptraf_mp.core.fastindex cimport FastIndex
 from iptraf_mp.core.frame cimport (be32, dst_addr, dst_endpoint, endpoint, fast_key,
-                                   plain_tcp_len, same_smac, src_addr, src_endpoint, src_mac,
+                                   same_smac, src_addr, src_endpoint, src_mac,
                                    tcp_ack, tcp_flags, tcp_frame_len, tcp_payload_len, tcp_seq,
                                    tcp_window)
 
@@ -82,8 +82,6 @@ cdef class TcpTable:
     cdef public FastIndex fast
     cdef public dict iface_nos
 
-    cpdef int fast_packet(self, unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
-                          Py_ssize_t wirelen, double ts, int iface_no) except -2
     cpdef int frame_packet(self, unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
                            Py_ssize_t wirelen, double ts, str iface, int iface_no,
                            long long pair_id) except -2

@@ -34,7 +34,6 @@ from .frame import (
     dst_endpoint,
     endpoint,
     fast_key,
-    plain_tcp_len,
     same_smac,
     src_addr,
     src_endpoint,
@@ -66,6 +65,11 @@ END_RESET = "RESET"
 END_ICMP = "ICMP"
 END_TIMEOUT = "TIMEOUT"
 
+# Flag sets the per-packet tests use, as C constants (compiled, the flags imported from
+# model.py are Python objects, and each test of them a Python operation): FIN, SYN or RST,
+# a packet the state machine must see; FIN or RST, one that may change its state.
+_STATEFUL = cython.declare(cython.int, TH_FIN | TH_SYN | TH_RST)
+_FIN_RST = cython.declare(cython.int, TH_FIN | TH_RST)
 CLOSED_LINGER = 60.0  # seconds an ended pair still takes stragglers (a TIME_WAIT's worth)
 FRAG_TABLE_MAX = 8192  # datagrams awaiting their later fragments; oldest forgotten first
 FRAG_MAX_AGE = 60.0  # seconds, as a reassembly timeout would
@@ -327,12 +331,12 @@ class TcpTable:
                      caplen: cython.Py_ssize_t, wirelen: cython.Py_ssize_t, ts: cython.double,
                      iface: str, iface_no: cython.int, pair_id: cython.longlong) -> cython.int:
         """`packet` for the Ethernet frame at `off` in `p`, read where it lies, when it is a
-        plain TCP frame whatever its flags (frame.tcp_frame_len: what `decode` would give as
-        a well-formed, unfragmented IPv4 TCP packet); returns its IP length, or -1 when
-        `decode` and `packet` must take it (nothing has changed then). The fast path's
-        leftovers (a SYN, FIN or RST, a new connection, a first packet, a new second)
-        come here, so they too cost no decoded record; only a new connection's key and
-        addresses are made as objects. `iface_no` is the interface's number, -1 if none."""
+        plain TCP frame (frame.tcp_frame_len: what `decode` would give as a well-formed,
+        unfragmented IPv4 TCP packet); returns its IP length, or -1 when `decode` and
+        `packet` must take it (nothing has changed then). Most frames of a busy link are an
+        open pair's that change nothing but its counters: they are found through the fast
+        index and counted without more; only a new connection's key and addresses are made
+        as objects. `iface_no` is the interface's number, -1 if none."""
         tlen: cython.int = tcp_frame_len(p, off, caplen, wirelen)
         if tlen < 0:
             return -1
@@ -363,6 +367,16 @@ class TcpTable:
             e, o = pair.a, pair.b
         else:
             e, o = pair.b, pair.a
+        # Nothing but counters change (what `_update` would find): no FIN, SYN or RST, an
+        # open pair already reordered in its idle list this second and the packet not
+        # stamped before the last tick (then its activity time is the tick's), not the first
+        # packet this way, no FIN to acknowledge, no MAC change. (A half-open pair needs no
+        # test: its answering side has no packets yet.)
+        if not flags & _STATEFUL and not pair.ended \
+                and ts < pair.lru_sec + 1 and ts >= self.clock and e.packets \
+                and o.finsent != 1 and same_smac(p, off, e.smac):
+            self._account(pair, e, tlen, tcp_window(p, off), flags, ts, ts)
+            return tlen
         if not same_smac(p, off, e.smac):
             self._new_mac(ts, pair, e, o, src_mac(p, off), tlen)
         self._update(ts, act, pair, e, o, tlen, flags, tcp_seq(p, off), tcp_ack(p, off),
@@ -430,40 +444,8 @@ class TcpTable:
             # counts it so too), so it counts here, but the pair stays ended.
             return
         # A plain ACK changes no state unless it may acknowledge the peer's FIN.
-        if flags & (TH_FIN | TH_RST) or o.finsent == 1:
+        if flags & _FIN_RST or o.finsent == 1:
             self._state(ts, pair, e, o, flags, seq, ack, size)
-
-    @cython.ccall
-    @cython.exceptval(-2, check=False)
-    def fast_packet(self, p: cython.p_uchar, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t,
-                    wirelen: cython.Py_ssize_t, ts: cython.double,
-                    iface_no: cython.int) -> cython.int:
-        """`packet` for the Ethernet frame at `off` in `p`, read where it lies, when it is a
-        plain TCP packet (frame.py) of an open pair in the fast index that changes nothing
-        but counters; returns its IP length, or -1 when `packet` must take it (nothing has
-        changed then). `iface_no` is the interface's number in `iface_nos`."""
-        tlen: cython.int = plain_tcp_len(p, off, caplen, wirelen)
-        if tlen < 0:
-            return -1
-        es: cython.ulonglong = src_endpoint(p, off)
-        ed: cython.ulonglong = dst_endpoint(p, off)
-        pair: Pair | None = self._indexed(es, ed, iface_no)
-        # Open, already reordered in its idle list this second, and not stamped before the
-        # last tick (then its activity time is the tick's). (A half-open pair needs no test:
-        # its answering side has no packets yet.)
-        if pair is None or pair.ended or not ts < pair.lru_sec + 1 or ts < self.clock:
-            return -1
-        e: Entry
-        o: Entry
-        if es == pair.a_ep:
-            e, o = pair.a, pair.b
-        else:
-            e, o = pair.b, pair.a
-        # not the first packet this way, no FIN to acknowledge, no MAC change
-        if not e.packets or o.finsent == 1 or not same_smac(p, off, e.smac):
-            return -1
-        self._account(pair, e, tlen, tcp_window(p, off), tcp_flags(p, off), ts, ts)
-        return tlen
 
     @cython.cfunc
     @cython.inline
