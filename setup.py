@@ -36,6 +36,9 @@ def digests() -> str:
 class OptionalBuildExt(build_ext):
     """A failed compile leaves the interpreted package, with one line saying so."""
 
+    _failed = False
+    built_from = ""  # the digests of the source cythonize read (extensions())
+
     def run(self) -> None:
         try:
             super().run()
@@ -51,9 +54,6 @@ class OptionalBuildExt(build_ext):
             super().build_extension(ext)
         except Exception as err:  # noqa: BLE001
             self._interpreted(err)
-
-    _failed = False
-    built_from = ""  # the digests of the source cythonize read (extensions())
 
     def _interpreted(self, err: Exception) -> None:
         self._failed = True

@@ -47,6 +47,11 @@ def session_info(args: argparse.Namespace) -> SessionInfo:
     return SessionInfo("live", None, names, settings)
 
 
+def import_now() -> None:
+    """What `make_sink` imports, imported now (before -Z drops root)."""
+    from . import session, sink  # noqa: F401
+
+
 def make_sink(args: argparse.Namespace) -> StoreSink | None:
     """The store's sink, None when there is none (then nothing of it is imported)."""
     from iptraf_mp.outputs.sink import SinkError

@@ -98,26 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def extensions() -> list:
-    """Modules that add their own flags and sinks: each has add_arguments(parser) and
-    make_sink(args) -> sink or None (raising SinkError with a one-line message)."""
+    """Modules that add their own flags and sinks: each has add_arguments(parser),
+    make_sink(args) -> sink or None (raising SinkError with a one-line message) and
+    import_now() (what its sink or screen imports late, imported before -Z drops root: USER
+    may be unable to read the interpreter's files, a venv under a home of mode 700;
+    capture/live.py does the same for its layer)."""
     from iptraf_mp.console import options as console
     from iptraf_mp.outputs.ipfix import options as export
     from store import cli as store_cli
 
     return [console, store_cli, export]
-
-
-def _import_outputs() -> None:
-    """Before -Z: what the console and the sinks import when they start (a run without them
-    never does), imported while still root: USER may be unable to read the interpreter's
-    files (a venv under a home of mode 700); capture/live.py does the same for its layer."""
-    import iptraf_mp.outputs.ipfix.sink  # noqa: F401
-    import iptraf_mp.outputs.ipfix.transport  # noqa: F401
-    import store.session  # noqa: F401
-    import store.sink  # noqa: F401
-    from iptraf_mp.console import app as console
-
-    console.import_now()
 
 
 def fail(msg: str, code: int = 2) -> int:
@@ -286,7 +276,8 @@ def run_monitor(args: argparse.Namespace) -> int:
         # Made before -Z: building it imports and creates what USER might not be allowed to
         run = make_run(args, settings, shards, handles, reader)
         if args.user:
-            _import_outputs()
+            for ext in extensions():
+                ext.import_now()
             try:
                 drop_privileges(args.user, store=not args.no_db)
             except CaptureSetupError as e:

@@ -36,3 +36,10 @@ def make_sink(args: argparse.Namespace) -> None:
     if args.lower_lines < 1:
         raise SinkError("--lower-lines must be at least 1")
     return None
+
+
+def import_now() -> None:
+    """What the console imports when it starts, imported now (before -Z drops root)."""
+    from iptraf_mp.console import app
+
+    app.import_now()

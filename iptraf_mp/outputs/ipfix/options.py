@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="IPFIX observation domain id (default 0)")
 
 
+def import_now() -> None:
+    """What `make_sink` imports, imported now (before -Z drops root)."""
+    from . import sink, transport  # noqa: F401
+
+
 def make_sink(args: argparse.Namespace) -> IpfixSink | None:
     """The exporter `--ipfix` asks for, None without it (then nothing of it is imported)."""
     from iptraf_mp.outputs.sink import SinkError
