@@ -69,7 +69,9 @@ def _state(engine: Engine) -> dict:
                    for tick, group in engine.sealed],
         "events": [dataclasses.asdict(e) for e in engine.tcp.events],
         "lines": [(ln.ts, ln.iface, tuple(ln.d)) for ln in engine.other.lines],
-        "flows": sorted((dataclasses.astuple(f) for f in engine.other.flows.values()), key=repr),
+        # (but where the in-place path's index holds a flow: its own business)
+        "flows": sorted((dataclasses.astuple(dataclasses.replace(f, fkey=None))
+                         for f in engine.other.flows.values()), key=repr),
         "untracked": engine.tcp.untracked,
     }
 

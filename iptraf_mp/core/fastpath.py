@@ -57,9 +57,8 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
     flows: OtherTable = engine.other
     feed = engine.feed
     get_iface = ifaces.get
-    # interface index -> its number in the table, once it has one (a pair made on it)
+    # interface index -> its number in the tables' fast indexes
     nos: dict[int, int] = {}
-    iface_nos = tcp.iface_nos
     ifno: cython.int
     frames: cython.Py_ssize_t = 0
     tally = _Tally(engine)
@@ -88,9 +87,7 @@ def feed_records(engine: Engine, numbers: Iterable[int], records: Iterable[Packe
         if (ts <= now or ts < nxt) and lt == 1:
             ifno = nos.get(ifindex, -1)
             if ifno < 0:
-                ifno = iface_nos.get(name, -1)
-                if ifno >= 0:
-                    nos[ifindex] = ifno
+                ifno = nos[ifindex] = tcp.iface_no(name)
             if _in_place(tcp, flows, data, 0, len(data), wirelen, ts, name, ifno, frame_no,
                          tally):
                 if ts > now:
@@ -117,8 +114,7 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
     tcp: TcpTable = engine.tcp
     flows: OtherTable = engine.other
     feed = engine.feed
-    iface_nos = tcp.iface_nos
-    iface_no: cython.int = iface_nos.get(name, -1)  # -1 until a pair is made on it
+    iface_no: cython.int = tcp.iface_no(name)
     ether: cython.bint = linktype == 1
     p: cython.p_uchar = buf
     end: cython.Py_ssize_t = len(buf)
@@ -148,15 +144,11 @@ def feed_pcap(engine: Engine, buf: bytes, pos: cython.Py_ssize_t, big_endian: cy
                           frame_no + n, tally):
             if ts > now:
                 now = ts
-            if iface_no < 0:
-                iface_no = iface_nos.get(name, -1)
             pos = start + caplen
             continue
         if now != now0:
             _set_now(engine, now)
         feed(ts, name, decode(linktype, buf[start:start + caplen], wirelen), frame_no + n)
-        if iface_no < 0:
-            iface_no = iface_nos.get(name, -1)
         now, nxt = _clock(engine)
         now0 = now
         pos = start + caplen
@@ -218,7 +210,6 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
     feed = engine.feed
     get_iface = ifaces.get
     nos: dict[int, int] = {}
-    iface_nos = tcp.iface_nos
     p: cython.p_uchar = buf
     off: cython.Py_ssize_t = _BATCH_HDR
     _i: cython.Py_ssize_t
@@ -255,9 +246,7 @@ def feed_batch(engine: Engine, buf: bytes, ifaces: Mapping[int, tuple[str, int]]
         if (ts <= now or ts < nxt) and lt == 1:
             ifno = nos.get(ifindex, -1)
             if ifno < 0:
-                ifno = iface_nos.get(name, -1)
-                if ifno >= 0:
-                    nos[ifindex] = ifno
+                ifno = nos[ifindex] = tcp.iface_no(name)
             if _in_place(tcp, flows, p, start, caplen, wirelen, ts, name, ifno,
                          _le64(p, start - _RECORD_HDR), tally):
                 if ts > now:
@@ -296,14 +285,14 @@ def _in_place(tcp: TcpTable, other: OtherTable, p: cython.p_uchar, off: cython.P
               caplen: cython.Py_ssize_t, wirelen: cython.Py_ssize_t, ts: cython.double,
               name: str, ifno: cython.int, frame_no: cython.longlong,
               tally: _Tally) -> cython.int:
-    """The Ethernet frame at `off` in `p`, on interface `name` (its number `ifno`, -1 if
-    none yet), accounted where it lies if a table can: a plain TCP frame
+    """The Ethernet frame at `off` in `p`, on interface `name` (its number `ifno`,
+    TcpTable.iface_no), accounted where it lies if a table can: a plain TCP frame
     (`TcpTable.frame_packet`), a plain UDP frame (`OtherTable.frame_packet`); counted in
     `tally` then. 0 when `decode` + `Engine.feed` must take it (nothing changed), else 1."""
     tlen: cython.int = tcp.frame_packet(p, off, caplen, wirelen, ts, name, ifno, frame_no)
     if tlen >= 0:
         return tally.add(name, tlen, False)
-    tlen = other.frame_packet(p, off, caplen, wirelen, ts, name, frame_no)
+    tlen = other.frame_packet(p, off, caplen, wirelen, ts, name, ifno, frame_no)
     if tlen >= 0:
         return tally.add(name, tlen, True)
     return 0

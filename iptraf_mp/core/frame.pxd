@@ -12,6 +12,7 @@ cpdef unsigned int src_port(unsigned char *p, Py_ssize_t off) noexcept
 cpdef unsigned int dst_port(unsigned char *p, Py_ssize_t off) noexcept
 cpdef unsigned int ip_id(unsigned char *p, Py_ssize_t off) noexcept
 cpdef bytes dst_mac(unsigned char *p, Py_ssize_t off)
+cpdef bytes udp_head(unsigned char *p, Py_ssize_t off)
 cpdef int tcp_payload_len(unsigned char *p, Py_ssize_t off, int tlen) noexcept
 cpdef unsigned long long tcp_seq(unsigned char *p, Py_ssize_t off) noexcept
 cpdef unsigned long long tcp_ack(unsigned char *p, Py_ssize_t off) noexcept

@@ -261,6 +261,13 @@ def dst_mac(p: cython.p_uchar, off: cython.Py_ssize_t) -> bytes:
 
 
 @cython.ccall
+def udp_head(p: cython.p_uchar, off: cython.Py_ssize_t) -> bytes:
+    """The plain UDP frame's first bytes: every field its decoded record has (its lines
+    keep them, decoded when shown)."""
+    return p[off:off + UDP_MIN]
+
+
+@cython.ccall
 @cython.exceptval(check=False)
 def same_mac(p: cython.p_uchar, off: cython.Py_ssize_t, mac: object) -> cython.bint:
     """The 6 bytes at `off` are `mac` (a bytes object, or None: never the same)."""

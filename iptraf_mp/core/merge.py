@@ -65,9 +65,9 @@ class FlowView(Flow):
 # tick (inf while open)]. A list, not a record: this runs once or twice per flow, and a
 # router makes a flow per DNS query.
 Part: TypeAlias = list[Any]
-# (packet time, 0 a new row or 1 a row freed, the pair): the screen's changes, replayed in
-# stream order
-ScreenEvent: TypeAlias = tuple[float, int, Pair]
+# (packet time, 0 a new row or 1 a row freed, the pair's id, the pair): the screen's changes,
+# replayed in stream order (sorted as they are: the id is unique, the pair never compared)
+ScreenEvent: TypeAlias = tuple[float, int, int, Pair]
 
 
 def settle_heap() -> None:
@@ -182,23 +182,24 @@ class Merger:
         """Publications taken together (an epoch's, one per shard): their screen events and
         lines are replayed in stream order across all of them."""
         screen: list[ScreenEvent] = []
-        lines: list[LineWire] = []
+        lines: list[LineWire | OtherLine] = []
         for pub in pubs:
             self._take(pub, screen)
             lines += pub.lines
         # One publication covers many events; replay them in packet-time order, so that a
         # new pair takes the row of a pair that closed before it was created, as one
         # engine would do it (rule 8), whatever order the shards listed them in.
-        screen.sort(key=lambda ev: (ev[0], ev[1], ev[2].id))
-        for _ts, order, p in screen:
+        screen.sort()
+        for _ts, order, _id, p in screen:
             if order == 0:
                 self.display.add(p)
             else:
                 self.display.mark_closed(p)
         if len(pubs) > 1:
             lines.sort(key=_line_frame)
-        for ts, iface, d, frame_no in lines:
-            line = OtherLine(ts, iface, d, frame_no)
+        for item in lines:
+            # the engine's own line (--shards 0), or a shard's copy
+            line = item if isinstance(item, OtherLine) else OtherLine(*item)
             self.lines.append(line)
             if self.log_lines is not None:
                 self.log_lines.append(line)
@@ -247,7 +248,7 @@ class Merger:
             else:
                 update_pair(p, t)
         if p.closed and pid not in self.display.closed:
-            screen.append((p.last_seen, 1, p))
+            screen.append((p.last_seen, 1, pid, p))
         for feed in self.feeds:
             feed.pairs[pid] = p
         return p
@@ -255,7 +256,7 @@ class Merger:
     def _new_mirror(self, shard: int, p: Pair, screen: list[ScreenEvent]) -> Pair:
         self.pairs[p.id] = p
         self.owner[p.id] = shard
-        screen.append((p.first_seen, 0, p))
+        screen.append((p.first_seen, 0, p.id, p))
         return p
 
     def _release(self) -> None:

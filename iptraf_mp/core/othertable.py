@@ -18,7 +18,21 @@ from typing import TypeAlias
 
 import cython
 
-from .frame import dst_addr, dst_mac, dst_port, ip_id, src_addr, src_mac, src_port, udp_frame_len
+from .fastindex import FastIndex
+from .frame import (
+    dst_addr,
+    dst_endpoint,
+    dst_mac,
+    dst_port,
+    fast_key,
+    ip_id,
+    src_addr,
+    src_endpoint,
+    src_mac,
+    src_port,
+    udp_frame_len,
+    udp_head,
+)
 from .model import FRAG_FIRST, FRAG_LATER, FRAG_NONE, K_ICMP, K_NON_IP, K_UDP, Decoded
 
 LOWER_WINDOW_LINES = 512
@@ -33,12 +47,68 @@ _OPEN = float("inf")  # the end_tick of a flow that has not ended
 
 
 # Compiled as a C record (othertable.pxd): one is made for every packet of the window.
-@cython.dataclasses.dataclass
+@cython.cclass
 class OtherLine:
-    ts: float
-    iface: str
-    d: Decoded  # everything the line shows is in the decoded record
-    frame_no: int = 0  # its place in the stream (lines of several shards merge by it)
+    """One line of the lower window. A line made where its frame lies (`OtherTable.
+    frame_packet`) keeps the frame's first bytes and decodes them when `d` is first read:
+    on a busy link most lines scroll away unread, and a decoded record is a tuple of 19
+    objects, which cost a UDP packet three times what counting it did."""
+
+    def __init__(self, ts: float, iface: str, d: Decoded | None, frame_no: int = 0) -> None:
+        self.ts = ts
+        self.iface = iface
+        self._d = d
+        self.frame_no = frame_no
+        self.head = None
+        self.tlen = 0
+
+    @property
+    def d(self) -> Decoded:
+        """Everything the line shows."""
+        if self._d is None:
+            self._d = _udp_decoded(self.head, self.tlen)
+            self.head = None
+        return self._d
+
+    def __repr__(self) -> str:
+        return f"OtherLine(ts={self.ts!r}, iface={self.iface!r}, d={self.d!r}, " \
+               f"frame_no={self.frame_no!r})"
+
+
+@cython.cfunc
+def _frame_line(ts: cython.double, iface: str, head: bytes, tlen: cython.int,
+                frame_no: cython.longlong) -> OtherLine:
+    """The line of the plain UDP frame that begins with `head` (frame.udp_head)."""
+    line: OtherLine = OtherLine.__new__(OtherLine)
+    line.ts = ts
+    line.iface = iface
+    line._d = None
+    line.frame_no = frame_no
+    line.head = head
+    line.tlen = tlen
+    return line
+
+
+def _udp_decoded(head: bytes, tlen: int) -> Decoded:
+    """What `decode` gives for the plain UDP frame that begins with `head` (frame.
+    udp_frame_len passed it; `tlen` is its IP length)."""
+    p: cython.p_uchar = head
+    return Decoded(K_UDP, 4, tlen, src_addr(p, 0), dst_addr(p, 0), 17, src_port(p, 0),
+                   dst_port(p, 0), 0, 0, 0, 0, 0, FRAG_NONE, ip_id(p, 0), src_mac(p, 0),
+                   dst_mac(p, 0), None, False)
+
+
+@cython.cclass
+class _UdpSlot:
+    """A UDP flow as the in-place path finds it in the table's fast index: the endpoints
+    (frame.endpoint) and interface it was made for, checked on every find (the index key
+    is a hash)."""
+
+    def __init__(self, src_ep: int, dst_ep: int, iface: str, flow: OtherFlow) -> None:
+        self.src_ep = src_ep
+        self.dst_ep = dst_ep
+        self.iface = iface
+        self.flow = flow
 
 
 # (interface, kind, protocol, source, destination, sport, dport): one flow's key
@@ -82,6 +152,7 @@ class OtherFlow(Flow):
     # one comparison per packet decides whether it moves again)
     lru_next: float = 0.0
     key: FlowKey = _NO_KEY  # its key in `flows`
+    fkey: int | None = None  # its key in the table's fast index, if it is there
 
 
 # Compiled as a C record (othertable.pxd): cython's dataclass, interpreted the standard one.
@@ -112,6 +183,10 @@ class OtherTable:
     # ends the longest idle one early (300,000 spoofed sources held 363 MiB in one process).
     max_flows: int = 1_000_000
     evicted: int = 0  # flows ended early so, counted in the summary
+    # plain IPv4 UDP flows by a hash of their endpoints and interface (frame.fast_key),
+    # for the in-place path: a 64-bit key compared in C instead of a tuple of seven objects
+    # made, hashed and compared for every datagram
+    fast: FastIndex = cython.dataclasses.field(default_factory=FastIndex)
 
     def __post_init__(self) -> None:
         self.lines = deque(maxlen=self.max_lines)
@@ -133,39 +208,55 @@ class OtherTable:
                     flow = self._new(ts, key, frame_no)
         if flow is None:
             flow = self._flow(ts, iface, d, frame_no)
-        self._count(ts, iface, d, d.iplen, flow, frame_no, show, udp_frag == FRAG_FIRST)
+        act = self._count(ts, flow, d.iplen)
+        if udp_frag == FRAG_FIRST:
+            if len(self.frag_firsts) >= 8192:
+                del self.frag_firsts[next(iter(self.frag_firsts))]
+            # aged by whole seconds of activity: the expiry scan needs them in arrival order
+            self.frag_firsts[(d.src, d.dst, d.proto, d.ipid)] = (int(act), flow.key)
+        if show:
+            self._line(OtherLine(ts, iface, d, frame_no))
 
     @cython.ccall
     @cython.exceptval(-2, check=False)
     def frame_packet(self, p: cython.p_uchar, off: cython.Py_ssize_t,
                      caplen: cython.Py_ssize_t, wirelen: cython.Py_ssize_t, ts: cython.double,
-                     iface: str, frame_no: cython.longlong) -> cython.int:
+                     iface: str, iface_no: cython.int, frame_no: cython.longlong) -> cython.int:
         """`packet` for the Ethernet frame at `off` in `p`, read where it lies, when it is a
         plain UDP frame (frame.udp_frame_len); returns its IP length, or -1 when `decode`
-        and `packet` must take it (nothing has changed then). Its line's record is built
-        here, as `decode` would build it, without the decoder's dispatch and checks."""
+        and `packet` must take it (nothing has changed then). Its flow is found through
+        the fast index (`iface_no` is the interface's number, TcpTable.iface_no); its line
+        keeps the frame's first bytes, decoded when shown (`OtherLine.d`)."""
         tlen: cython.int = udp_frame_len(p, off, caplen, wirelen)
         if tlen < 0:
             return -1
-        src = src_addr(p, off)
-        dst = dst_addr(p, off)
-        sport = src_port(p, off)
-        dport = dst_port(p, off)
-        key = (iface, K_UDP, 17, src, dst, sport, dport)
-        flow = self.flows.get(key)
+        es: cython.ulonglong = src_endpoint(p, off)
+        ed: cython.ulonglong = dst_endpoint(p, off)
+        fk: cython.ulonglong = fast_key(es, ed, iface_no)  # directional, as flows are
+        flow: OtherFlow | None = None
+        found = self.fast.get(fk)
+        slot: _UdpSlot
+        if found is not None:
+            slot = cython.cast(_UdpSlot, found)
+            if slot.src_ep == es and slot.dst_ep == ed and slot.iface == iface:
+                flow = slot.flow
         if flow is None:
-            flow = self._new(ts, key, frame_no)
-        d = tuple.__new__(Decoded, (K_UDP, 4, tlen, src, dst, 17, sport, dport, 0, 0, 0, 0, 0,
-                                    FRAG_NONE, ip_id(p, off), src_mac(p, off),
-                                    dst_mac(p, off), None, False))
-        self._count(ts, iface, d, tlen, flow, frame_no, True, False)
+            key = (iface, K_UDP, 17, src_addr(p, off), dst_addr(p, off), es & 0xFFFF,
+                   ed & 0xFFFF)
+            flow = self.flows.get(key)
+            if flow is None:
+                flow = self._new(ts, key, frame_no)
+            if found is None and flow.fkey is None:
+                self.fast.put(fk, _UdpSlot(es, ed, iface, flow))
+                flow.fkey = fk
+        self._count(ts, flow, tlen)
+        self._line(_frame_line(ts, iface, udp_head(p, off), tlen, frame_no))
         return tlen
 
     @cython.cfunc
-    def _count(self, ts: cython.double, iface: str, d: Decoded, iplen: cython.int,
-               flow: OtherFlow, frame_no: cython.longlong, show: cython.bint,
-               first_frag: cython.bint) -> cython.void:
-        """`d` (`iplen` its IP length) counts in `flow`; its line, if `show`."""
+    @cython.exceptval(-1.0, check=True)
+    def _count(self, ts: cython.double, flow: OtherFlow, iplen: cython.int) -> cython.double:
+        """A packet of `iplen` IP bytes counts in `flow`; returns its activity time."""
         flow.packets += 1
         flow.bytes += iplen
         # Activity is never before the newest tick (a packet stamped earlier by another
@@ -182,17 +273,14 @@ class OtherTable:
             flow.lru_next = float(int(act) + 1)
         if self.dirty is not None:
             self.dirty.add(flow)
-        if first_frag:
-            if len(self.frag_firsts) >= 8192:
-                del self.frag_firsts[next(iter(self.frag_firsts))]
-            # aged by whole seconds of activity: the expiry scan needs them in arrival order
-            self.frag_firsts[(d.src, d.dst, d.proto, d.ipid)] = (int(act), flow.key)
-        if show:
-            line = OtherLine(ts, iface, d, frame_no)
-            self.lines.append(line)
-            self.line_count += 1
-            if self.keep_new:
-                self.new_lines.append(line)
+        return act
+
+    @cython.cfunc
+    def _line(self, line: OtherLine) -> cython.void:
+        self.lines.append(line)
+        self.line_count += 1
+        if self.keep_new:
+            self.new_lines.append(line)
 
     def _flow(self, ts: float, iface: str, d: Decoded, frame_no: int) -> OtherFlow:
         kind = d.kind
@@ -261,6 +349,9 @@ class OtherTable:
         label = self.tick_time
         for f in expired:
             del flows[f.key]
+            if f.fkey is not None:
+                self.fast.remove(f.fkey)
+                f.fkey = None
             f.ended = True
             f.end_tick = label
             if dirty is not None:

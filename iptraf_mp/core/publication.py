@@ -19,7 +19,7 @@ import cython
 
 from .engine import Counter, Engine, Summary
 from .model import Decoded
-from .othertable import OtherFlow
+from .othertable import OtherFlow, OtherLine
 from .tcptable import Entry, Pair, TcpEvent
 
 MAX_LINES_PER_PUBLICATION = 512  # the lower window never shows more
@@ -123,7 +123,8 @@ class Publication:
     # retired, by tick
     sealed: list[tuple[int, list[PairWire]]] | list[tuple[int, list[Pair]]] = \
         field(default_factory=list)
-    lines: list[LineWire] = field(default_factory=list)  # lower-window lines
+    # lower-window lines: copies, or with `share` the engine's own
+    lines: list[LineWire] | list[OtherLine] = field(default_factory=list)
     line_count: int = 0  # lines ever made by this shard (lines may be capped per publication)
     events: list[TcpEvent] = field(default_factory=list)  # for the log
     # other-protocol flows that changed or ended, the ended ones first
@@ -145,7 +146,7 @@ def make_publication(engine: Engine, index: int, seq: int, decoded: int,
     """What changed in `engine` since the previous call (its dirty sets and queues drain).
 
     `share`: the merger is in this process (--shards 0): hand it the engine's own Pair
-    objects instead of copies, so a million pairs are held once, not twice."""
+    and line objects instead of copies, so a million pairs are held once, not twice."""
     tcp = engine.tcp
     other = engine.other
     pairs = tcp.pairs
@@ -171,7 +172,9 @@ def make_publication(engine: Engine, index: int, seq: int, decoded: int,
     # The screen shows at most the newest 512; a log file wants every line.
     keep = other.new_lines if engine.settings.log_events else \
         other.new_lines[-MAX_LINES_PER_PUBLICATION:]
-    lines = [(ln.ts, ln.iface, ln.d, ln.frame_no) for ln in keep]
+    # (shared, a line made in place stays undecoded until it is shown)
+    lines: list[LineWire] | list[OtherLine] = list(keep) if share else \
+        [(ln.ts, ln.iface, ln.d, ln.frame_no) for ln in keep]
     other.new_lines.clear()
     # Ended flows are no longer in the dirty set: their final state goes out here, once.
     flows = flow_tuples(other.ended)

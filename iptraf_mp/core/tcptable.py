@@ -281,7 +281,7 @@ class TcpTable:
     # The fast path's index of IPv4 pairs: frame.fast_key -> the pair in `live` (a pair whose
     # key collides with another's is left out, and found the general way)
     fast: FastIndex = cython.dataclasses.field(default_factory=FastIndex)
-    # interface name -> its number
+    # interface name -> its number in the fast keys (the other table's UDP flows' too)
     iface_nos: dict[str, int] = cython.dataclasses.field(default_factory=dict)
 
     @property
@@ -336,7 +336,7 @@ class TcpTable:
         `packet` must take it (nothing has changed then). Most frames of a busy link are an
         open pair's that change nothing but its counters: they are found through the fast
         index and counted without more; only a new connection's key and addresses are made
-        as objects. `iface_no` is the interface's number, -1 if none."""
+        as objects. `iface_no` is the interface's number (`iface_no`), -1 if none."""
         tlen: cython.int = tcp_frame_len(p, off, caplen, wirelen)
         if tlen < 0:
             return -1

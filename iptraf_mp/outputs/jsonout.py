@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import IO
 
-from iptraf_mp.core.jsonline import entry_line
+from iptraf_mp.core.jsonline import pairs_text
 from iptraf_mp.core.model import fmt_addr, fmt_flags, fmt_mac
 from iptraf_mp.core.tcptable import Entry, Pair, entry_state
 
@@ -37,14 +37,10 @@ class JsonWriter:
     def pairs(self, pairs: list[Pair]) -> None:
         if not pairs:
             return
-        w = self.out.write
         ifaces = self._ifaces
-        for p in pairs:
-            name = ifaces.get(p.iface)
-            if name is None:
-                name = ifaces[p.iface] = _encode(p.iface)
-            w(entry_line(p, p.a, name))
-            w(entry_line(p, p.b, name))
+        for iface in {p.iface for p in pairs}.difference(ifaces):
+            ifaces[iface] = _encode(iface)
+        self.out.write(pairs_text(pairs, ifaces))
 
     def record(self, rec: dict) -> None:
         self.out.write(_encode(rec) + "\n")
