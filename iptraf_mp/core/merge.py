@@ -48,7 +48,6 @@ from .tcptable import END_OPEN, Pair, SlotList, TcpEvent
 _INF = float("inf")
 _NEVER = float("-inf")
 _first = itemgetter(0)
-_line_frame = itemgetter(3)
 
 
 @dataclass(slots=True, eq=False)
@@ -68,6 +67,10 @@ Part: TypeAlias = list[Any]
 # (packet time, 0 a new row or 1 a row freed, the pair's id, the pair): the screen's changes,
 # replayed in stream order (sorted as they are: the id is unique, the pair never compared)
 ScreenEvent: TypeAlias = tuple[float, int, int, Pair]
+
+
+def _line_frame(item: LineWire | OtherLine) -> int:
+    return item.frame_no if isinstance(item, OtherLine) else item[3]
 
 
 def settle_heap() -> None:

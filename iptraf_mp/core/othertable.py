@@ -57,18 +57,19 @@ class OtherLine:
     def __init__(self, ts: float, iface: str, d: Decoded | None, frame_no: int = 0) -> None:
         self.ts = ts
         self.iface = iface
-        self._d = d
+        self._d: Decoded | None = d
         self.frame_no = frame_no
-        self.head = None
+        self.head: bytes | None = None  # a line made in place: its frame's first bytes
         self.tlen = 0
 
     @property
     def d(self) -> Decoded:
         """Everything the line shows."""
-        if self._d is None:
-            self._d = _udp_decoded(self.head, self.tlen)
+        d = self._d
+        if d is None:
+            d = self._d = _udp_decoded(cython.cast(bytes, self.head), self.tlen)
             self.head = None
-        return self._d
+        return d
 
     def __repr__(self) -> str:
         return f"OtherLine(ts={self.ts!r}, iface={self.iface!r}, d={self.d!r}, " \
@@ -96,19 +97,6 @@ def _udp_decoded(head: bytes, tlen: int) -> Decoded:
     return Decoded(K_UDP, 4, tlen, src_addr(p, 0), dst_addr(p, 0), 17, src_port(p, 0),
                    dst_port(p, 0), 0, 0, 0, 0, 0, FRAG_NONE, ip_id(p, 0), src_mac(p, 0),
                    dst_mac(p, 0), None, False)
-
-
-@cython.cclass
-class _UdpSlot:
-    """A UDP flow as the in-place path finds it in the table's fast index: the endpoints
-    (frame.endpoint) and interface it was made for, checked on every find (the index key
-    is a hash)."""
-
-    def __init__(self, src_ep: int, dst_ep: int, iface: str, flow: OtherFlow) -> None:
-        self.src_ep = src_ep
-        self.dst_ep = dst_ep
-        self.iface = iface
-        self.flow = flow
 
 
 # (interface, kind, protocol, source, destination, sport, dport): one flow's key
@@ -153,6 +141,19 @@ class OtherFlow(Flow):
     lru_next: float = 0.0
     key: FlowKey = _NO_KEY  # its key in `flows`
     fkey: int | None = None  # its key in the table's fast index, if it is there
+
+
+@cython.cclass
+class _UdpSlot:
+    """A UDP flow as the in-place path finds it in the table's fast index: the endpoints
+    (frame.endpoint) and interface it was made for, checked on every find (the index key
+    is a hash)."""
+
+    def __init__(self, src_ep: int, dst_ep: int, iface: str, flow: OtherFlow) -> None:
+        self.src_ep = src_ep
+        self.dst_ep = dst_ep
+        self.iface = iface
+        self.flow = flow
 
 
 # Compiled as a C record (othertable.pxd): cython's dataclass, interpreted the standard one.
