@@ -70,7 +70,7 @@ def _state(engine: Engine) -> dict:
         "events": [dataclasses.asdict(e) for e in engine.tcp.events],
         "lines": [(ln.ts, ln.iface, tuple(ln.d)) for ln in engine.other.lines],
         # (but where the in-place path's index holds a flow: its own business)
-        "flows": sorted((dataclasses.astuple(dataclasses.replace(f, fkey=None))
+        "flows": sorted((dataclasses.astuple(dataclasses.replace(f, src_ep=0, dst_ep=0, fkey=None))
                          for f in engine.other.flows.values()), key=repr),
         "untracked": engine.tcp.untracked,
     }

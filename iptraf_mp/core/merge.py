@@ -32,7 +32,7 @@ from operator import itemgetter
 from typing import Any, TypeAlias
 
 from .engine import Summary
-from .othertable import Flow, FlowKey, OtherLine
+from .othertable import FlowKey, OtherLine
 from .publication import (
     FlowWire,
     HalfOpenWire,
@@ -51,11 +51,25 @@ _first = itemgetter(0)
 
 
 @dataclass(slots=True, eq=False)
-class FlowView(Flow):
-    """One generation of a non-TCP flow, merged over the shards that counted it: `id` is
-    the merger's own serial (in order of creation; the store's flow_id), `ended` set once it
-    has ended for good (its state is final)."""
+class FlowView:
+    """One generation of a non-TCP flow (othertable.OtherFlow), merged over the shards that
+    counted it: what the store, IPFIX and the JSON say of it. `id` is the merger's own
+    serial (in order of creation; the store's flow_id), `ended` set once it has ended for
+    good (its state is final)."""
 
+    iface: str
+    kind: int
+    proto: int  # IP protocol, or EtherType for non-IP
+    src: bytes  # addresses, or MACs for non-IP frames
+    dst: bytes
+    sport: int  # ports; for ICMP the type and code
+    dport: int
+    packets: int = 0
+    bytes: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    id: int = 0
+    ended: bool = False
     open_parts: int = 0  # parts taken that have not ended
     last_end: float = _NEVER  # the latest end_tick of its ended parts
 

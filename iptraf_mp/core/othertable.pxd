@@ -1,6 +1,6 @@
 # The compiled layout of the lower window's table (Cython reads this beside othertable.py):
-# its counters and clock as C fields, its packet paths as C-level calls, its lines C records.
-# Its flows stay Python records: the merger, the store and the exporter share their layout.
+# its counters and clock as C fields, its packet paths as C-level calls, its flows and lines
+# C records.
 
 from iptraf_mp.core.fastindex cimport FastIndex
 from iptraf_mp.core.frame cimport (dst_addr, dst_endpoint, dst_mac, dst_port, fast_key, ip_id,
@@ -20,11 +20,27 @@ cdef class OtherLine:
 cdef OtherLine _frame_line(double ts, str iface, bytes head, int tlen, long long frame_no)
 
 
-cdef class _UdpSlot:
-    cdef unsigned long long src_ep
-    cdef unsigned long long dst_ep
-    cdef str iface
-    cdef object flow
+cdef class OtherFlow:
+    cdef public str iface
+    cdef public int kind
+    cdef public int proto
+    cdef public bytes src
+    cdef public bytes dst
+    cdef public int sport
+    cdef public int dport
+    cdef public long long packets
+    cdef public long long bytes
+    cdef public double first_seen
+    cdef public double last_seen
+    cdef public object id
+    cdef public bint ended
+    cdef public double start_tick
+    cdef public double end_tick
+    cdef public double lru_next
+    cdef public tuple key
+    cdef public unsigned long long src_ep
+    cdef public unsigned long long dst_ep
+    cdef public object fkey
 
 
 cdef class OtherTable:
@@ -47,5 +63,5 @@ cdef class OtherTable:
     cpdef int frame_packet(self, unsigned char *p, Py_ssize_t off, Py_ssize_t caplen,
                            Py_ssize_t wirelen, double ts, str iface, int iface_no,
                            long long frame_no) except -2
-    cdef double _count(self, double ts, object flow, int iplen) except? -1.0
+    cdef double _count(self, double ts, OtherFlow flow, int iplen) except? -1.0
     cdef void _line(self, OtherLine line)

@@ -13,7 +13,6 @@ Pure state; the line *text* is made in `lines.py`, only for the lines someone lo
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import TypeAlias
 
 import cython
@@ -104,11 +103,13 @@ FlowKey: TypeAlias = tuple[str, int, int, bytes, bytes, int, int]
 _NO_KEY: FlowKey = ("", 0, 0, b"", b"", 0, 0)
 
 
-@dataclass(slots=True, eq=False)
-class Flow:
-    """Non-TCP traffic of one (interface, protocol, endpoints, ports or ICMP type/code): what
-    the store, IPFIX and the JSON say of it, whether one engine counted it or several
-    shards' (the merger's FlowView)."""
+# Compiled as a C record (othertable.pxd): cython's dataclass, interpreted the standard one.
+@cython.dataclasses.dataclass(eq=False)
+class OtherFlow:
+    """Non-TCP traffic of one (interface, protocol, endpoints, ports or ICMP type/code) in
+    one engine, from its first packet until it has been idle for the table's `idle`. What
+    the store, IPFIX and the JSON say of it comes from the merger's FlowView, the sum of
+    the shards' (publication.flow_tuples)."""
 
     iface: str
     kind: int
@@ -125,13 +126,6 @@ class Flow:
     # the shard, so a flow generation is named the same in one process or in many.
     id: int = 0
     ended: bool = False  # idle for the table's `idle`: it left the table for good
-
-
-@dataclass(slots=True, eq=False)
-class OtherFlow(Flow):
-    """A flow in one engine, from its first packet until it has been idle for the table's
-    `idle`."""
-
     # The packet-clock time of the last tick before its first packet, and of the tick that
     # ended it: the merger orders flow generations across shards by these.
     start_tick: float = _NEVER
@@ -140,20 +134,12 @@ class OtherFlow(Flow):
     # one comparison per packet decides whether it moves again)
     lru_next: float = 0.0
     key: FlowKey = _NO_KEY  # its key in `flows`
-    fkey: int | None = None  # its key in the table's fast index, if it is there
-
-
-@cython.cclass
-class _UdpSlot:
-    """A UDP flow as the in-place path finds it in the table's fast index: the endpoints
-    (frame.endpoint) and interface it was made for, checked on every find (the index key
-    is a hash)."""
-
-    def __init__(self, src_ep: int, dst_ep: int, iface: str, flow: OtherFlow) -> None:
-        self.src_ep = src_ep
-        self.dst_ep = dst_ep
-        self.iface = iface
-        self.flow = flow
+    # A plain IPv4 UDP flow in the table's fast index: its endpoints as numbers
+    # (frame.endpoint), checked on every find (the index key is a hash), and that key;
+    # None when it is not in the index.
+    src_ep: int = 0
+    dst_ep: int = 0
+    fkey: int | None = None
 
 
 # Compiled as a C record (othertable.pxd): cython's dataclass, interpreted the standard one.
@@ -236,11 +222,10 @@ class OtherTable:
         fk: cython.ulonglong = fast_key(es, ed, iface_no)  # directional, as flows are
         flow: OtherFlow | None = None
         found = self.fast.get(fk)
-        slot: _UdpSlot
         if found is not None:
-            slot = cython.cast(_UdpSlot, found)
-            if slot.src_ep == es and slot.dst_ep == ed and slot.iface == iface:
-                flow = slot.flow
+            flow = cython.cast(OtherFlow, found)
+            if flow.src_ep != es or flow.dst_ep != ed or flow.iface != iface:
+                flow = None  # another flow's key: this one is found the general way
         if flow is None:
             key = (iface, K_UDP, 17, src_addr(p, off), dst_addr(p, off), es & 0xFFFF,
                    ed & 0xFFFF)
@@ -248,7 +233,9 @@ class OtherTable:
             if flow is None:
                 flow = self._new(ts, key, frame_no)
             if found is None and flow.fkey is None:
-                self.fast.put(fk, _UdpSlot(es, ed, iface, flow))
+                self.fast.put(fk, flow)
+                flow.src_ep = es
+                flow.dst_ep = ed
                 flow.fkey = fk
         self._count(ts, flow, tlen)
         self._line(_frame_line(ts, iface, udp_head(p, off), tlen, frame_no))
