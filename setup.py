@@ -16,7 +16,8 @@ CORE = HERE / "iptraf_mp" / "core"
 # the modules that run once a refresh (merge, lines, text, rate): interpreted they cost
 # nothing measurable, and keeping them so keeps them easy to debug.
 COMPILED = ["model", "frame", "fastindex", "batch_format", "decode", "engine", "tcptable",
-            "othertable", "fastpath", "split", "publication", "jsonline", "rank", "snapshot"]
+            "othertable", "fastpath", "split", "publication", "jsonline", "rank", "snapshot",
+            "merge"]
 DIGESTS = CORE / "_digests.py"  # what each compiled module was built from (core/__init__.py)
 
 

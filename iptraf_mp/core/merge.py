@@ -207,11 +207,13 @@ class Merger:
         # new pair takes the row of a pair that closed before it was created, as one
         # engine would do it (rule 8), whatever order the shards listed them in.
         screen.sort()
+        display: SlotList = self.display
+        p: Pair
         for _ts, order, _id, p in screen:
             if order == 0:
-                self.display.add(p)
+                display.add(p)
             else:
-                self.display.mark_closed(p)
+                display.mark_closed(p)
         if len(pubs) > 1:
             lines.sort(key=_line_frame)
         for item in lines:
@@ -252,6 +254,7 @@ class Merger:
 
     def _update(self, shard: int, t: PairWire | Pair, screen: list[ScreenEvent]) -> Pair:
         p: Pair | None
+        display: SlotList = self.display
         if isinstance(t, Pair):  # the engine's own object (--shards 0), not a copy
             pid = t.id
             p = self.pairs.get(pid)
@@ -264,7 +267,7 @@ class Merger:
                 p = self._new_mirror(shard, pair_from_tuple(t), screen)
             else:
                 update_pair(p, t)
-        if p.closed and pid not in self.display.closed:
+        if p.closed and pid not in display.closed:
             screen.append((p.last_seen, 1, pid, p))
         for feed in self.feeds:
             feed.pairs[pid] = p

@@ -55,11 +55,18 @@ cdef class Pair:
     cdef public bint marked
 
 
+cdef class SlotList:
+    cdef public list slots
+    cdef public dict closed
+    cpdef Pair add(self, Pair pair)
+    cpdef void mark_closed(self, Pair pair)
+
+
 @cython.final
 cdef class TcpTable:
     cdef public double timeout
     cdef public bint log_events
-    cdef public object display
+    cdef public SlotList display
     cdef public dict pairs
     cdef public dict live
     cdef public dict open_lru

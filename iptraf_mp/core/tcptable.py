@@ -191,6 +191,8 @@ class TcpEvent:
     old_mac: builtins.bytes | None = None
 
 
+# Compiled as a C record (tcptable.pxd): a row is taken for every connection.
+@cython.cclass
 class SlotList:
     """The TCP window's rows: pairs in screen order (rules 8-10)."""
 
@@ -198,6 +200,7 @@ class SlotList:
         self.slots: list[Pair] = []
         self.closed: dict[int, Pair] = {}  # closed pairs on screen, in closing order
 
+    @cython.ccall
     def add(self, pair: Pair) -> Pair | None:
         """Put a new pair on screen; returns the closed pair whose row it took, if any."""
         if self.closed:
@@ -210,7 +213,8 @@ class SlotList:
         self.slots.append(pair)
         return None
 
-    def mark_closed(self, pair: Pair) -> None:
+    @cython.ccall
+    def mark_closed(self, pair: Pair) -> cython.void:
         if pair.slot >= 0 and pair.id not in self.closed:
             self.closed[pair.id] = pair
 

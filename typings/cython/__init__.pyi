@@ -24,6 +24,7 @@ void: TypeAlias = None
 # memoryview: no one Python type reads and writes them all)
 p_uchar: TypeAlias = Any
 p_double: TypeAlias = Any
+p_ulonglong: TypeAlias = Any
 
 def declare(t: Any, value: _T = ...) -> _T: ...
 def cast(t: Any, value: Any) -> Any: ...
