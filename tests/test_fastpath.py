@@ -477,3 +477,23 @@ def test_every_frame_is_counted_once_by_its_interface() -> None:
         assert sum(b for _p, b in by.values()) == s["ip"]["bytes"] + s["non_ip"]["bytes"], cap
         seen_several |= len(by) > 1
     assert seen_several
+
+
+# ---- the records the in-place paths allocate without their constructors -------------------
+
+def test_records_made_in_place_are_the_constructors_records() -> None:
+    """new_entry and new_pair (compiled: an allocation and the fields that are not zero or
+    None) make the records Entry(...) and Pair(...) make, every field."""
+    import dataclasses
+
+    from iptraf_mp.core.tcptable import Entry, Pair, new_entry, new_pair
+
+    src, dst = b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02"
+    a, b = new_entry(src, 1234, dst, 80), new_entry(dst, 80, src, 1234)
+    assert dataclasses.asdict(a) == dataclasses.asdict(Entry(src, 1234, dst, 80))
+    for partial in (False, True):
+        got = new_pair(7, "eth0", a, b, partial, 1.5, 2.5)
+        want = Pair(7, "eth0", Entry(src, 1234, dst, 80), Entry(dst, 80, src, 1234), partial,
+                    1.5, 2.5)
+        assert dataclasses.asdict(got) == dataclasses.asdict(want)
+        assert got.a is a and got.b is b

@@ -114,3 +114,6 @@ cdef class TcpTable:
 
 
 cpdef str entry_state(Pair pair, Entry e)
+cpdef Entry new_entry(bytes src, int sport, bytes dst, int dport)
+cpdef Pair new_pair(object pair_id, str iface, Entry a, Entry b, bint partial,
+                    double first_seen, double last_seen)
