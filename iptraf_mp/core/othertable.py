@@ -46,6 +46,7 @@ _OPEN = float("inf")  # the end_tick of a flow that has not ended
 
 
 # Compiled as a C record (othertable.pxd): one is made for every packet of the window.
+@cython.no_gc  # (as tcptable.Entry: no cycle goes through a line or a flow)
 @cython.cclass
 class OtherLine:
     """One line of the lower window. A line made where its frame lies (`OtherTable.
@@ -104,6 +105,8 @@ _NO_KEY: FlowKey = ("", 0, 0, b"", b"", 0, 0)
 
 
 # Compiled as a C record (othertable.pxd): cython's dataclass, interpreted the standard one.
+@cython.no_gc
+@cython.cclass
 @cython.dataclasses.dataclass(eq=False)
 class OtherFlow:
     """Non-TCP traffic of one (interface, protocol, endpoints, ports or ICMP type/code) in
