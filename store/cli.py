@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from iptraf_mp.core.text import say
 
-from .schema import SchemaError, default_db_path
+from .paths import default_db_path
 
 if TYPE_CHECKING:
     from .session import SessionInfo
@@ -66,6 +65,9 @@ def make_sink(args: argparse.Namespace) -> StoreSink | None:
         return None
     if args.checkpoint < 0:
         raise SinkError("--checkpoint must be 0 or more seconds")
+    import sqlite3  # (here: a run without the store need not load SQLite)
+
+    from .schema import SchemaError
     from .session import open_session
     from .sink import StoreSink
 

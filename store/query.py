@@ -29,7 +29,8 @@ from pathlib import Path
 
 from iptraf_mp.core.text import safe_text, say
 
-from .schema import default_db_path, schema_text
+from .paths import default_db_path
+from .schema import schema_text
 
 
 class QueryError(Exception):

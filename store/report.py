@@ -28,9 +28,9 @@ from pathlib import Path
 
 from iptraf_mp.core.text import safe_text, say
 
+from .paths import default_db_path
 from .query import DEFAULT_TIMEOUT, Limits, QueryError, ReadOnly, open_readonly, run_query
 from .query import write_csv as _write_csv
-from .schema import default_db_path
 
 PROG = "iptraf-mp report"
 DIMENSIONS = ("host", "port", "proto", "iface", "conn", "time")

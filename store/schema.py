@@ -31,14 +31,6 @@ class SchemaError(Exception):
     """The file cannot be used as a flow store (a one-line reason)."""
 
 
-def default_db_path() -> Path:
-    """`$XDG_DATA_HOME/iptraf-mp/flows.db`, else `~/.local/share/iptraf-mp/flows.db`."""
-    base = os.environ.get("XDG_DATA_HOME", "")
-    # The XDG spec says a relative value is invalid and must be ignored.
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "share"
-    return root / "iptraf-mp" / "flows.db"
-
-
 def create_private(path: Path) -> None:
     """Create the database file (and its folder) readable by its owner only, before SQLite
     opens it: flow history says who talked to whom. SQLite gives the -wal and -shm files

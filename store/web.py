@@ -22,8 +22,8 @@ from typing import Any
 
 from iptraf_mp.core.text import say
 
+from .paths import default_db_path
 from .report import _GROUPS, _TRAFFIC, Scope, bucket_width, fmt_bytes, fmt_time, fmt_width
-from .schema import default_db_path
 
 PROG = "iptraf-mp serve"
 DEFAULT_PORT = 8001

@@ -32,7 +32,8 @@ from iptraf_mp.core.tcptable import Entry, Pair
 from iptraf_mp.outputs.jsonout import JsonWriter
 from store import query
 from store import writer as cp
-from store.schema import COLUMNS, SCHEMA_VERSION, SchemaError, connect, default_db_path
+from store.paths import default_db_path
+from store.schema import COLUMNS, SCHEMA_VERSION, SchemaError, connect
 from store.session import SessionInfo, open_session
 from store.sink import StoreSink
 

@@ -357,7 +357,7 @@ def run_monitor(args: argparse.Namespace) -> int:
 def paths_after_drop(args: argparse.Namespace) -> list[tuple[str, Path]]:
     """What the run writes after -Z: the flow store (opened then) and the log (reopened on
     SIGUSR1). The other outputs are opened before, as root."""
-    from store.schema import default_db_path
+    from store.paths import default_db_path
 
     out = []
     if not args.no_db:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import stat
 import struct
 import zlib
@@ -740,7 +739,8 @@ class PcapngWriter:
         opts: list[tuple[int, bytes]] = []
         if comment:
             opts.append((_OPT_COMMENT, _text(comment)))
-        os_name = " ".join(p for p in (platform.system(), platform.release()) if p)
+        uname = os.uname()  # (what platform.system() and release() read)
+        os_name = " ".join(p for p in (uname.sysname, uname.release) if p)
         if os_name:
             opts.append((_SHB_OS, _text(os_name)))
         if application:

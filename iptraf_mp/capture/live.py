@@ -6,7 +6,6 @@ starts, and reported as one line.
 
 from __future__ import annotations
 
-import ctypes
 import grp
 import os
 import pwd
@@ -193,6 +192,8 @@ def drop_privileges(user: str, store: bool = False) -> None:
         raise CaptureSetupError(f"-Z {user}: only root can change user")
     groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
     _before_drop(store)
+    import ctypes  # (here, before the drop: only -Z needs it)
+
     libc = ctypes.CDLL(None, use_errno=True)
     try:
         last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +73,8 @@ def load(path: str | os.PathLike | None) -> dict[str, object]:
         return {}
     except OSError as e:
         raise ConfigError(f"config {p}: {e.strerror}") from None
+    import tomllib  # (here: most runs have no file to parse)
+
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
