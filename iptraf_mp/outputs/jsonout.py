@@ -9,6 +9,8 @@ from iptraf_mp.core.jsonline import pairs_text
 from iptraf_mp.core.model import fmt_addr, fmt_flags, fmt_mac
 from iptraf_mp.core.tcptable import Entry, Pair, entry_state
 
+_CHUNK = 1024  # pairs whose records are made and written together
+
 # One encoder for every record: json.dumps() with separators builds a new one per call.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -40,7 +42,10 @@ class JsonWriter:
         ifaces = self._ifaces
         for iface in {p.iface for p in pairs}.difference(ifaces):
             ifaces[iface] = _encode(iface)
-        self.out.write(pairs_text(pairs, ifaces))
+        # a few hundred kilobytes of text at a time: the end of a run retires every pair at
+        # once, and a million pairs' text in one string would be ~700 MB
+        for i in range(0, len(pairs), _CHUNK):
+            self.out.write(pairs_text(pairs[i:i + _CHUNK], ifaces))
 
     def record(self, rec: dict) -> None:
         self.out.write(_encode(rec) + "\n")
