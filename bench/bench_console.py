@@ -52,6 +52,7 @@ from iptraf_mp.core.engine import Counter, Summary  # noqa: E402
 from iptraf_mp.core.lines import LineOptions  # noqa: E402
 from iptraf_mp.core.merge import Merger, settle_heap  # noqa: E402
 from iptraf_mp.core.model import K_UDP, Decoded  # noqa: E402
+from iptraf_mp.core.othertable import OtherLine  # noqa: E402
 from iptraf_mp.core.publication import Publication, pair_tuple, summary_tuple  # noqa: E402
 from iptraf_mp.core.tcptable import Entry, Pair  # noqa: E402
 
@@ -110,10 +111,10 @@ def build(n: int) -> Merger:
     return m
 
 
-def line(i: int) -> tuple:
+def line(i: int) -> OtherLine:
     d = Decoded(K_UDP, 4, 76, b"\x0a\x00\x00\x01", b"\x08\x08\x08\x08", 17, 40000 + i % 1000,
                 53, 0, 0, 0, 0, 0, 0, 0, None, None, None, False)
-    return (float(i), "eth0", d, i)
+    return OtherLine(float(i), "eth0", d, i)
 
 
 def publication(m: Merger, seq: int, n: int, changes: int, rng: random.Random,

@@ -36,7 +36,6 @@ from .othertable import FlowKey, OtherLine
 from .publication import (
     FlowWire,
     HalfOpenWire,
-    LineWire,
     PairWire,
     Publication,
     pair_from_tuple,
@@ -83,8 +82,8 @@ Part: TypeAlias = list[Any]
 ScreenEvent: TypeAlias = tuple[float, int, int, Pair]
 
 
-def _line_frame(item: LineWire | OtherLine) -> int:
-    return item.frame_no if isinstance(item, OtherLine) else item[3]
+def _line_frame(line: OtherLine) -> int:
+    return line.frame_no
 
 
 def settle_heap() -> None:
@@ -199,7 +198,7 @@ class Merger:
         """Publications taken together (an epoch's, one per shard): their screen events and
         lines are replayed in stream order across all of them."""
         screen: list[ScreenEvent] = []
-        lines: list[LineWire | OtherLine] = []
+        lines: list[OtherLine] = []
         for pub in pubs:
             self._take(pub, screen)
             lines += pub.lines
@@ -216,9 +215,7 @@ class Merger:
                 display.mark_closed(p)
         if len(pubs) > 1:
             lines.sort(key=_line_frame)
-        for item in lines:
-            # the engine's own line (--shards 0), or a shard's copy
-            line = item if isinstance(item, OtherLine) else OtherLine(*item)
+        for line in lines:
             self.lines.append(line)
             if self.log_lines is not None:
                 self.log_lines.append(line)

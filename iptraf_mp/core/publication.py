@@ -18,7 +18,6 @@ from typing import TypeAlias
 import cython
 
 from .engine import Counter, Engine, Summary
-from .model import Decoded
 from .othertable import OtherFlow, OtherLine
 from .tcptable import Entry, Pair, TcpEvent
 
@@ -48,7 +47,6 @@ CounterWire: TypeAlias = tuple[int, int]  # packets, bytes
 SummaryWire: TypeAlias = tuple[int, int, int, int, CounterWire, CounterWire, CounterWire,
                                CounterWire, CounterWire, CounterWire,
                                tuple[tuple[str, int, int], ...]]
-LineWire: TypeAlias = tuple[float, str, Decoded, int]  # ts, iface, decoded, frame number
 HalfOpenWire: TypeAlias = tuple[str, bytes, int]  # iface, destination, lone SYNs
 
 
@@ -123,8 +121,9 @@ class Publication:
     # retired, by tick
     sealed: list[tuple[int, list[PairWire]]] | list[tuple[int, list[Pair]]] = \
         field(default_factory=list)
-    # lower-window lines: copies, or with `share` the engine's own
-    lines: list[LineWire] | list[OtherLine] = field(default_factory=list)
+    # lower-window lines, the engine's own records (pickled as they are: a line made in
+    # place goes with its frame's first bytes, decoded only where it is shown)
+    lines: list[OtherLine] = field(default_factory=list)
     line_count: int = 0  # lines ever made by this shard (lines may be capped per publication)
     events: list[TcpEvent] = field(default_factory=list)  # for the log
     # other-protocol flows that changed or ended, the ended ones first
@@ -146,7 +145,7 @@ def make_publication(engine: Engine, index: int, seq: int, decoded: int,
     """What changed in `engine` since the previous call (its dirty sets and queues drain).
 
     `share`: the merger is in this process (--shards 0): hand it the engine's own Pair
-    and line objects instead of copies, so a million pairs are held once, not twice."""
+    objects instead of copies, so a million pairs are held once, not twice."""
     tcp = engine.tcp
     other = engine.other
     pairs = tcp.pairs
@@ -172,9 +171,7 @@ def make_publication(engine: Engine, index: int, seq: int, decoded: int,
     # The screen shows at most the newest 512; a log file wants every line.
     keep = other.new_lines if engine.settings.log_events else \
         other.new_lines[-MAX_LINES_PER_PUBLICATION:]
-    # (shared, a line made in place stays undecoded until it is shown)
-    lines: list[LineWire] | list[OtherLine] = list(keep) if share else \
-        [(ln.ts, ln.iface, ln.d, ln.frame_no) for ln in keep]
+    lines = list(keep)
     other.new_lines.clear()
     # Ended flows are no longer in the dirty set: their final state goes out here, once.
     flows = flow_tuples(other.ended)
