@@ -23,29 +23,27 @@ def fmt_time(x: cython.double) -> str:
     return text
 
 
-def pairs_text(pairs: list[Pair], names: dict[str, str]) -> str:
+def pairs_text(pairs: list[Pair], names: dict[str, bytes]) -> str:
     """The records of both directions of each of `pairs`, each with its newline, as one
     text. `names` maps each pair's interface to its name already JSON-encoded (it comes
-    from a capture file: hostile), ASCII (the encoder escapes the rest). Every other text
-    field is ASCII the code made (addresses by inet_ntop, MACs in hex, flags, state and end
-    from fixed words).
+    from a capture file: hostile), as ASCII bytes (the encoder escapes the rest). Every
+    other text field is ASCII the code made (addresses by inet_ntop, MACs in hex, flags,
+    state and end from fixed words).
 
     Written byte by byte into one buffer (compiled, through a pointer) and decoded once: an
     f-string of two dozen parts, a string per number, cost ~12,000 instructions a record,
     and a buffer, a text and a write a record ~4,000 more."""
-    encoded: dict[str, bytes] = {}
     size: cython.Py_ssize_t = 0
     pair: Pair
+    iface_b: bytes
     for pair in pairs:
-        iface_b = encoded.get(pair.iface)
-        if iface_b is None:
-            iface_b = encoded[pair.iface] = names[pair.iface].encode("ascii")
+        iface_b = names[pair.iface]
         size += _record_size(pair.a, len(iface_b)) + _record_size(pair.b, len(iface_b))
     out = bytearray(size)
     p: cython.p_uchar = out
     n: cython.Py_ssize_t = 0
     for pair in pairs:
-        iface_b = encoded[pair.iface]
+        iface_b = names[pair.iface]
         n = _put_record(p, n, pair, pair.a, iface_b)
         n = _put_record(p, n, pair, pair.b, iface_b)
     text: str = p[:n].decode("ascii")

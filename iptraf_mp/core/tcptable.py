@@ -158,7 +158,7 @@ def new_entry(src: bytes, sport: cython.int, dst: bytes, dport: cython.int) -> E
 @cython.ccall
 def new_pair(pair_id: PairId, iface: str, a: Entry, b: Entry, partial: cython.bint,
               first_seen: cython.double, last_seen: cython.double) -> Pair:
-    """`Pair(pair_id, iface, a, b, partial, first_seen, last_seen)`, as `_new_entry`: the
+    """`Pair(pair_id, iface, a, b, partial, first_seen, last_seen)`, as `new_entry`: the
     defaults that are not zero or None stored too (a test compares the two)."""
     if not cython.compiled:
         return Pair(pair_id, iface, a, b, partial, first_seen, last_seen)
@@ -382,13 +382,13 @@ class TcpTable:
         `packet` must take it (nothing has changed then). Most frames of a busy link are an
         open pair's that change nothing but its counters: they are found through the fast
         index and counted without more; only a new connection's key and addresses are made
-        as objects. `iface_no` is the interface's number (`iface_no`), -1 if none."""
+        as objects. `iface_no` is the interface's number (`iface_no`)."""
         tlen: cython.int = tcp_frame_len(p, off, caplen, wirelen)
         if tlen < 0:
             return -1
         es: cython.ulonglong = src_endpoint(p, off)
         ed: cython.ulonglong = dst_endpoint(p, off)
-        pair: Pair | None = self._indexed(es, ed, iface_no) if iface_no >= 0 else None
+        pair: Pair | None = self._indexed(es, ed, iface_no)
         flags: cython.int = tcp_flags(p, off)
         act: cython.double = ts if ts >= self.clock else self.clock
         if pair is None or (pair.ended and flags & TH_SYN):

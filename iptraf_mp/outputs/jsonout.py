@@ -34,14 +34,14 @@ class JsonWriter:
     def __init__(self, out: IO[str], label: str = "--json") -> None:
         self.out = out
         self.label = label  # names this output in error messages
-        self._ifaces: dict[str, str] = {}  # name -> its JSON string
+        self._ifaces: dict[str, bytes] = {}  # name -> its JSON string, ASCII bytes
 
     def pairs(self, pairs: list[Pair]) -> None:
         if not pairs:
             return
         ifaces = self._ifaces
         for iface in {p.iface for p in pairs}.difference(ifaces):
-            ifaces[iface] = _encode(iface)
+            ifaces[iface] = _encode(iface).encode("ascii")  # (the encoder escapes)
         # a few hundred kilobytes of text at a time: the end of a run retires every pair at
         # once, and a million pairs' text in one string would be ~700 MB
         for i in range(0, len(pairs), _CHUNK):
