@@ -1,3 +1,4 @@
+from iptraf_mp.core.frame cimport copy_bytes
 cdef class BatchBuilder:
     cdef bytearray buf
     cdef Py_ssize_t size

@@ -20,6 +20,8 @@ import struct
 
 import cython
 
+from .frame import copy_bytes
+
 MAGIC = b"IPB1"
 BATCH_HEADER = struct.Struct("<4sI")
 RECORD_HEADER = struct.Struct("<QdIII")
@@ -72,19 +74,13 @@ class BatchBuilder:
             self.buf = grown
         # compiled, a pointer into the bytearray (taken after it grew, never kept)
         view: cython.p_uchar = self.buf
-        _put_u32(view, at, frame_no & 0xFFFFFFFF)
-        _put_u32(view, at + 4, frame_no >> 32)
+        _put_u64(view, at, frame_no)
         _put_f64(view, at + 8, ts)
         _put_u32(view, at + 16, wirelen)
         _put_u32(view, at + 20, ifindex)
         _put_u32(view, at + 24, caplen)
         at += _REC
-        i: cython.Py_ssize_t
-        if cython.compiled:
-            for i in range(caplen):
-                view[at + i] = p[off + i]
-        else:
-            view[at:at + caplen] = p[off:off + caplen]
+        copy_bytes(view, at, p, off, caplen)
         self.size = at + caplen
         self.count += 1
         return self.count
@@ -108,6 +104,15 @@ class BatchBuilder:
 
 @cython.cfunc
 @cython.inline
+@cython.exceptval(check=False)
+def _put_u64(view: cython.p_uchar, at: cython.Py_ssize_t, v: cython.ulonglong) -> cython.void:
+    _put_u32(view, at, v)  # its low four bytes: _put_u32 stores a byte at a time
+    _put_u32(view, at + 4, v >> 32)
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
 def _put_u32(view: cython.p_uchar, at: cython.Py_ssize_t, v: cython.ulonglong) -> cython.void:
     view[at] = v & 0xFF
     view[at + 1] = (v >> 8) & 0xFF
@@ -117,6 +122,7 @@ def _put_u32(view: cython.p_uchar, at: cython.Py_ssize_t, v: cython.ulonglong) -
 
 @cython.cfunc
 @cython.inline
+@cython.exceptval(check=False)
 def _put_f64(view: cython.p_uchar, at: cython.Py_ssize_t, v: cython.double) -> cython.void:
     if cython.compiled:
         # little-endian machines only (x86, arm64), as the batch layout is

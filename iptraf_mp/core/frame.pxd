@@ -1,5 +1,8 @@
+from libc.string cimport memcpy
 cpdef unsigned long long endpoint(unsigned long long addr, unsigned long long port) noexcept
 cpdef unsigned long long fast_key(unsigned long long lo, unsigned long long hi, int iface_no) noexcept
+cpdef void copy_bytes(unsigned char *dst, Py_ssize_t at, unsigned char *src, Py_ssize_t off,
+                      Py_ssize_t n) noexcept
 cpdef unsigned int be16(unsigned char *p, Py_ssize_t off) noexcept
 cpdef unsigned long long be32(unsigned char *p, Py_ssize_t off) noexcept
 cpdef unsigned long long le32(unsigned char *p, Py_ssize_t off) noexcept

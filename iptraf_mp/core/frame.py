@@ -65,6 +65,19 @@ def fast_key(lo: cython.ulonglong, hi: cython.ulonglong, iface_no: cython.int) \
 
 @cython.ccall
 @cython.exceptval(check=False)
+def copy_bytes(dst: cython.p_uchar, at: cython.Py_ssize_t, src: cython.p_uchar,
+               off: cython.Py_ssize_t, n: cython.Py_ssize_t) -> cython.void:
+    """`n` bytes from `src[off]` to `dst[at]` (buffers that do not overlap)."""
+    if cython.compiled:
+        # libc's (frame.pxd cimports it): a loop of byte or word stores costs two to three
+        # times as much on a frame's 54 bytes of headers
+        memcpy(cython.address(dst[at]), cython.address(src[off]), n)  # type: ignore[name-defined]  # noqa: F821
+    else:
+        dst[at:at + n] = src[off:off + n]
+
+
+@cython.ccall
+@cython.exceptval(check=False)
 def be16(p: cython.p_uchar, off: cython.Py_ssize_t) -> cython.uint:
     return (p[off] << 8) | p[off + 1]
 

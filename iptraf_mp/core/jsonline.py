@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import cython
 
+from .frame import copy_bytes
 from .model import fmt_addr, fmt_flags
 from .tcptable import Entry, Pair, entry_state
 
@@ -113,20 +114,8 @@ def _put_record(p: cython.p_uchar, n: cython.Py_ssize_t, pair: Pair, e: Entry,
 @cython.exceptval(check=False)
 def _put(p: cython.p_uchar, n: cython.Py_ssize_t, s: bytes) -> cython.Py_ssize_t:
     """`s` at `p[n]`; returns where the next part goes."""
-    q: cython.p_uchar = s
     k: cython.Py_ssize_t = len(s)
-    i: cython.Py_ssize_t = 0
-    if cython.compiled:
-        # eight bytes a step (x86 and arm64 load and store unaligned words): the record's
-        # fixed parts are a dozen to two dozen bytes, copied a byte a step they cost half
-        # the record
-        while i + 8 <= k:
-            cython.cast(cython.p_ulonglong, cython.address(p[n + i]))[0] = \
-                cython.cast(cython.p_ulonglong, cython.address(q[i]))[0]
-            i += 8
-    while i < k:
-        p[n + i] = q[i]
-        i += 1
+    copy_bytes(p, n, s, 0, k)
     return n + k
 
 
